@@ -1,0 +1,1 @@
+"""Figures and the homework report, made from logged study results."""

@@ -1,0 +1,1 @@
+"""Ray Tune + Optuna + MLflow around the trainables, and the `study` command line."""

@@ -1,0 +1,94 @@
+"""The one command line: `study data|run|resume|report|bench`.
+
+Heavy imports (torch, ray, mlflow) happen inside the subcommand handlers so `study --help` and argument
+errors answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from data.errors import DataError
+
+
+class UsageError(Exception):
+    """A bad flag value found after parsing; printed as a usage error, exit 2."""
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="folder with covid/ and anime_faces/ (default: $STUDY_DATA_DIR, else the per-user cache)",
+    )
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from data.check import run_check
+
+    print(run_check(args.data_dir, seq_len=args.seq_len, size=args.size))
+    return 0
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from data.check import run_prepare
+
+    print(run_prepare(args.data_dir, size=args.size, resample=args.resample))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="check and prepare the datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_sub.add_parser("check", help="validate both datasets and print what a study would see")
+    _add_data_dir(check)
+    check.add_argument("--seq-len", type=int, default=30, help="window length L for the window counts (default 30)")
+    check.add_argument("--size", type=int, default=64, help="image size whose cache is reported (default 64)")
+    check.set_defaults(handler=_data_check)
+    prepare = data_sub.add_parser("prepare", help="build the image cache (uint8 N x 3 x S x S)")
+    _add_data_dir(prepare)
+    prepare.add_argument("--size", type=int, default=64, choices=(16, 28, 32, 64))
+    prepare.add_argument("--resample", default="bilinear", choices=("nearest", "bilinear", "bicubic", "lanczos", "box"))
+    prepare.set_defaults(handler=_data_prepare)
+
+    for register in _plugins():
+        register(sub)
+    return parser
+
+
+def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands that live in their own modules (run/resume, report, bench)."""
+    found = []
+    for module, attr in (("study.cmd_run", "register"), ("study.cmd_report", "register"), ("study.bench", "register")):
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ModuleNotFoundError as err:
+            if err.name == module:
+                continue
+            raise
+        found.append(getattr(mod, attr))
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"study: error: {err}", file=sys.stderr)
+        return 2
+    except DataError as err:
+        print(f"study: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("study: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
