@@ -1,0 +1,103 @@
+"""`study run` and `study resume`: flags checked here, before Ray starts, so mistakes cost nothing."""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from study.cli import UsageError
+from study.presets import KINDS, PRESETS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run a study: Ray Tune trials searched by Optuna, tracked in MLflow")
+    run.add_argument("target", choices=list(KINDS), help="covid, vae, or homework (both)")
+    run.add_argument("--preset", default="homework", choices=list(PRESETS))
+    run.add_argument("--num-samples", type=int, help="search trials per part on top of the fixed runs")
+    run.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on one GPU")
+    run.add_argument("--scheduler", choices=("asha", "none"), help="default: the preset's")
+    run.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its checkpoint")
+    run.add_argument("--epochs", type=int, help="override the preset's epochs per trial")
+    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                     help="an existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
+    run.add_argument("--storage", default="studies", help="folder of study folders (default ./studies)")
+    run.add_argument("--mlflow-uri", help="tracking URI (default: sqlite store in the study folder)")
+    run.add_argument("--name", help="study name (default TARGET-PRESET-TIMESTAMP)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--data-dir", help="data folder (default: $STUDY_DATA_DIR, else the per-user cache)")
+    run.set_defaults(handler=_run)
+
+    resume = sub.add_parser("resume", help="continue an interrupted study from its folder")
+    resume.add_argument("study_dir", help="the study folder (STORAGE/NAME)")
+    resume.set_defaults(handler=_resume)
+
+
+def _check_address(address: str) -> None:
+    """Fail in a second on a cluster that is not there, instead of Ray's long retry loop."""
+    if address == "auto" or address.startswith("local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise UsageError(f"--address {address!r} is not HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as err:
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({err.strerror or err})") from None
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if args.num_samples is not None and args.num_samples < 0:
+        raise UsageError(f"--num-samples must be >= 0, got {args.num_samples}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    if args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.address:
+        _check_address(args.address)
+    elif args.cpus_per_trial > (os.cpu_count() or 1):
+        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g} is more than this machine's {os.cpu_count()} CPUs")
+
+
+def _run(args: argparse.Namespace) -> int:
+    _validate(args)
+    from study.runner import StudySpec, run_study
+    from study.tracking import default_uri
+
+    name = args.name or f"{args.target}-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    study_dir = Path(args.storage).resolve() / name
+    if (study_dir / "study.json").exists():
+        raise UsageError(f"{study_dir} already holds a study; continue it with `study resume {study_dir}` or pick --name")
+    data_dir = args.data_dir
+    if data_dir is None and os.environ.get("STUDY_DATA_DIR"):
+        data_dir = os.environ["STUDY_DATA_DIR"]  # trials on other nodes may not share our environment
+    spec = StudySpec(
+        target=args.target, preset=args.preset, name=name, study_dir=str(study_dir),
+        mlflow_uri=args.mlflow_uri or default_uri(study_dir), seed=args.seed, num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        scheduler=args.scheduler, max_failures=args.max_failures, address=args.address,
+        data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs,
+    )
+    study_dir.mkdir(parents=True, exist_ok=True)
+    print(f"study: {name} in {study_dir}", flush=True)
+    return run_study(spec)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from study.runner import load_spec, run_study
+
+    spec = load_spec(args.study_dir)
+    if spec.address:
+        _check_address(spec.address)
+    return run_study(spec)

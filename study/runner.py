@@ -1,0 +1,227 @@
+"""Run and resume a study: one Ray Tune experiment per part (covid, vae) under one study folder.
+
+A study folder holds `study.json` (what was asked, the MLflow parent run, which parts are done), the MLflow
+store (`mlflow.db`, unless --mlflow-uri names another) and one Tune experiment folder per part. Everything
+needed to continue after a kill is in that folder, so `study resume DIR` takes nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.presets import Part, parts_for
+
+STUDY_FILE = "study.json"
+
+
+@dataclass
+class StudySpec:
+    """Everything `study run` was asked, plus the state that resume needs; saved as study.json."""
+
+    target: str
+    preset: str
+    name: str
+    study_dir: str
+    mlflow_uri: str
+    seed: int = 0
+    num_samples: int | None = None        # search trials per part (None: the preset's)
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    scheduler: str | None = None          # None: the preset's
+    max_failures: int = 0
+    address: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None             # override the preset's epochs (quick checks)
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    git_commit: str | None = None
+    done: list[str] = field(default_factory=list)
+
+    def parts(self) -> list[Part]:
+        parts = []
+        for part in parts_for(self.target, self.preset):
+            changes: dict[str, Any] = {}
+            if self.num_samples is not None:
+                changes["num_samples"] = self.num_samples
+            if self.scheduler is not None:
+                changes["scheduler"] = self.scheduler
+            constants = dict(part.constants, seed=part.constants.get("seed", 0) + self.seed)
+            if self.epochs is not None:
+                constants["epochs"] = self.epochs
+            if self.data_dir:
+                constants["data_dir"] = self.data_dir
+            parts.append(dataclasses.replace(part, constants=constants, **changes))
+        return parts
+
+
+def save_spec(spec: StudySpec) -> None:
+    """Atomic write: a kill while saving must not lose the study's state."""
+    path = Path(spec.study_dir) / STUDY_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    tmp.replace(path)
+
+
+def load_spec(study_dir: str | Path) -> StudySpec:
+    from data.errors import DataError
+
+    path = Path(study_dir) / STUDY_FILE
+    if not path.is_file():
+        raise DataError(f"no {STUDY_FILE}: not a study folder (made by `study run`)", path.parent)
+    try:
+        return StudySpec(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DataError(f"unreadable study state ({err})", path) from None
+
+
+def load_dataset(part: Part) -> tuple[Any, str]:
+    """Read the part's data once in the driver; trials get it through the object store (tune.with_parameters)."""
+    if part.kind == "covid":
+        from data.sequence_data import load_source
+
+        return load_source(part.constants.get("data_dir"), part.constants.get("date_range", "full"))
+    from data.faces import load_faces
+    from data.location import faces_source, resolve_data_dir
+
+    faces = load_faces(faces_source(resolve_data_dir(part.constants.get("data_dir"))),
+                       size=int(part.constants.get("image_size", 32)), progress=True,
+                       max_images=part.constants.get("max_images"))
+    return faces, faces.source_hash
+
+
+def _ray_init(spec: StudySpec) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if spec.address:
+        ray.init(address=spec.address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
+    """Fit (or restore and finish) one part; returns its summary (None values when interrupted)."""
+    from ray import tune
+
+    from study.space import build_scheduler, build_searcher
+    from study.trial import CloseStoppedRuns, run_trial
+
+    dataset, data_hash = load_dataset(part)
+    threads = max(1, int(spec.cpus_per_trial))
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, kind=part.kind, dataset=dataset, tracking_info=tracking_info,
+                             data_hash=data_hash, threads=threads),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    path = Path(spec.study_dir) / part.kind
+    started = time.time()
+    if tune.Tuner.can_restore(str(path)):
+        print(f"study: resuming {part.kind} from {path}", flush=True)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=dict(part.constants),
+            tune_config=tune.TuneConfig(
+                metric=part.metric, mode=part.mode,
+                search_alg=build_searcher(part, seed=spec.seed),
+                scheduler=build_scheduler(part, part.scheduler),
+                num_samples=part.total_trials,
+                max_concurrent_trials=spec.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=part.kind,
+                storage_path=str(Path(spec.study_dir).resolve()),
+                verbose=1,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=part.metric, checkpoint_score_order=part.mode),
+                callbacks=[CloseStoppedRuns(tracking_info.uri, tracking_info.parent_run_id, part.epochs)],
+            ),
+        )
+    grid = tuner.fit()
+    return summarize(part, grid, time.time() - started)
+
+
+def summarize(part: Part, grid: Any, wall_s: float) -> dict[str, Any]:
+    """Best trial, counts and the study overhead per trial (wall time minus training time)."""
+    results = list(grid)
+    finished = [r for r in results if r.error is None and r.metrics]
+    errors = [r for r in results if r.error is not None]
+    train_s = sum(float(r.metrics.get("time_total_s", 0.0)) for r in finished)
+    summary: dict[str, Any] = {
+        "kind": part.kind, "trials": len(results), "planned": part.total_trials,
+        "errored": len(errors), "wall_s": round(wall_s, 2), "trial_train_s": round(train_s, 2),
+        "overhead_per_trial_s": round((wall_s - train_s) / max(1, len(results)), 3),
+        "complete": len(results) >= part.total_trials and grid.num_terminated + grid.num_errors >= part.total_trials,
+    }
+    scored = [r for r in finished if part.metric in r.metrics]
+    if scored:
+        pick = max if part.mode == "max" else min
+        best = pick(scored, key=lambda r: r.metrics[part.metric])
+        summary["best"] = {
+            "metric": part.metric, "value": best.metrics[part.metric],
+            "config": {k: v for k, v in best.config.items() if k not in ("data_dir",)},
+            "trial_id": best.metrics.get("trial_id"), "epochs": best.metrics.get("training_iteration"),
+        }
+    return summary
+
+
+def run_study(spec: StudySpec) -> int:
+    """Run every part not yet done; 0 when all finished, 130 when interrupted (resume continues it)."""
+    from study import tracking
+
+    study_dir = Path(spec.study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    parts = spec.parts()
+    if spec.max_concurrent:
+        # With a searcher Tune keeps one trial pending at a time, so trials would start one by one.
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
+    if not spec.address:
+        # A local, single-user cluster: skip Ray's token auth (and its warning at every start).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if spec.parent_run_id is None:
+        info = tracking.start_study(spec.mlflow_uri, spec.name, {
+            "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve())})
+        spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
+        save_spec(spec)
+    info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")
+    _ray_init(spec)
+    summaries = []
+    for part in parts:
+        if part.kind in spec.done:
+            print(f"study: {part.kind} already finished, kept as it is", flush=True)
+            continue
+        summary = run_part(spec, part, info)
+        summaries.append(summary)
+        print_summary(summary)
+        if not summary["complete"]:
+            print(f"study: interrupted with {summary['trials']} of {summary['planned']} {part.kind} trials; "
+                  f"continue with: study resume {study_dir}", flush=True)
+            return 130
+        spec.done.append(part.kind)
+        save_spec(spec)
+    tracking.finish_study(info, "FINISHED", {f"{s['kind']}_{k}": v for s in summaries for k, v in s.items()
+                                             if k != "best"} | {"summaries": summaries})
+    print(f"study: done. MLflow: mlflow ui --backend-store-uri {spec.mlflow_uri} --workers 1", flush=True)
+    print(f"study: report: study report --storage {study_dir.parent} --name {spec.name}", flush=True)
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"\n== {summary['kind']}: {summary['trials']} trials ({summary['errored']} errored), "
+          f"wall {summary['wall_s']:.1f} s, training {summary['trial_train_s']:.1f} s, "
+          f"overhead {summary['overhead_per_trial_s']:.2f} s/trial", flush=True)
+    best = summary.get("best")
+    if best:
+        cfg = ", ".join(f"{k}={v}" for k, v in sorted(best["config"].items()))
+        print(f"   best {best['metric']} = {best['value']:.4f} after {best['epochs']} epochs: {cfg}", flush=True)

@@ -1,0 +1,108 @@
+"""MLflow: one parent run per study, one child run per trial, logged from inside the trial.
+
+Logging happens in the trial (plain MlflowClient), not through Ray's MLflowLoggerCallback: after a restore the
+callback opens a new run for a resumed trial and leaves the old one RUNNING. Here a trial finds its run by its
+Ray trial id (a tag, stable across restores and retries) and keeps logging into it.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "ray.trial_id"
+
+
+@dataclass(frozen=True)
+class TrackingInfo:
+    """What a trial needs to find its place in the store; sent to every trial with tune.with_parameters."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    git_commit: str
+
+
+def default_uri(study_dir: Path) -> str:
+    """SQLite under the study folder: embedded (no server) and accepted by MLflow 3 without extra settings."""
+    return f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit of this checkout, '-dirty' when it has changes, 'unknown' outside git (an installed copy)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_study(uri: str, name: str, tags: dict[str, str]) -> TrackingInfo:
+    """Create the experiment (named after the study) and its parent run."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+    parent = client.create_run(experiment_id, run_name=name, tags=tags)
+    return TrackingInfo(uri=uri, experiment_id=experiment_id, parent_run_id=parent.info.run_id, git_commit=git_commit())
+
+
+def finish_study(info: TrackingInfo, status: str, summary: dict[str, Any]) -> None:
+    client = MlflowClient(info.uri)
+    metrics = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    client.log_batch(info.parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    client.log_text(info.parent_run_id, json.dumps(summary, indent=2, default=str), "study_summary.json")
+    client.set_terminated(info.parent_run_id, status=status)
+
+
+def trial_run(info: TrackingInfo, trial_id: str, trial_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    """The trial's child run: found by trial id when it exists (resume, retry), else created; set RUNNING."""
+    client = MlflowClient(info.uri)
+    found = client.search_runs(
+        [info.experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{info.parent_run_id}'",
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    all_tags = {PARENT_TAG: info.parent_run_id, TRIAL_TAG: trial_id, "git_commit": info.git_commit, **tags}
+    run = client.create_run(info.experiment_id, run_name=trial_name, tags=all_tags)
+    client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+    return run.info.run_id
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:6000]
+
+
+def log_epoch(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    """One batch call per epoch: every numeric metric with the epoch as its step."""
+    import time
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    MlflowClient(uri).log_batch(run_id, metrics=batch)
+
+
+def end_trial(uri: str, run_id: str, status: str, artifact_dir: Path | None = None,
+              tags: dict[str, str] | None = None) -> None:
+    client = MlflowClient(uri)
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    if artifact_dir is not None and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
+        client.log_artifacts(run_id, str(artifact_dir), artifact_path="results")
+    client.set_terminated(run_id, status=status)

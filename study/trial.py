@@ -1,0 +1,104 @@
+"""The Ray Tune function trainable: a trainable from `trainables/` plus checkpoints, MLflow and resources.
+
+Per epoch the trainable writes its state into a folder and calls `report`; here that folder goes to
+`tune.report(..., checkpoint=...)` and the metrics to the trial's MLflow run (step = epoch). A restored or
+retried trial gets its last checkpoint back through `tune.get_checkpoint()` and logs into the same run.
+"""
+from __future__ import annotations
+
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+import torch
+from ray import tune
+
+from study import tracking
+from study.tracking import TrackingInfo
+
+TRAINABLE_NAME = {"covid": "sequence", "vae": "vae"}
+# Keys the study adds to a trial's config that are not the trainable's own.
+STUDY_KEYS = ("group",)
+
+
+def _train_fn(kind: str) -> Callable[..., dict]:
+    if kind == "covid":
+        from trainables.sequence import train
+    elif kind == "vae":
+        from trainables.vae import train
+    else:
+        raise ValueError(f"unknown trainable kind {kind!r}")
+    return train
+
+
+def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info: TrackingInfo,
+              data_hash: str, threads: int) -> None:
+    """Run one trial of `kind` on the preloaded `dataset` (shared through the object store, not re-read)."""
+    ctx = tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    group = str(config.get("group", "search"))
+    train_config = {k: v for k, v in config.items() if k not in STUDY_KEYS}
+    train_config.setdefault("num_threads", threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    run_id = tracking.trial_run(
+        tracking_info, trial_id, trial_name,
+        tags={"trainable": TRAINABLE_NAME[kind], "group": group, "data_hash": data_hash,
+              "ray.node_id": ray.get_runtime_context().get_node_id()},
+        params=train_config,
+    )
+    uri = tracking_info.uri
+    with tempfile.TemporaryDirectory(prefix="trial-") as work:
+        work_dir = Path(work)
+        checkpoint_dir, artifact_dir = work_dir / "checkpoint", work_dir / "artifacts"
+        resume_from = None
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            resume_from = Path(restored.to_directory(str(work_dir / "restored")))
+
+        def report(metrics: dict[str, Any]) -> None:
+            tracking.log_epoch(uri, run_id, metrics, step=int(metrics["epoch"]))
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+        try:
+            _train_fn(kind)(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                            artifact_dir=artifact_dir, data=dataset)
+        except Exception as err:
+            tracking.end_trial(uri, run_id, "FAILED", tags={
+                "error": f"{type(err).__name__}: {err}",
+                "error_traceback": traceback.format_exc()[-4000:],
+            })
+            raise
+        tracking.end_trial(uri, run_id, "FINISHED", artifact_dir=artifact_dir)
+
+
+class CloseStoppedRuns(tune.Callback):
+    """Driver side: a trial that ASHA stopped never reaches the end of `run_trial`; close its run here.
+
+    It is pickled with the experiment and comes back on restore, so it holds only plain values.
+    """
+
+    def __init__(self, uri: str, parent_run_id: str, epochs: int):
+        self.uri, self.parent_run_id, self.epochs = uri, parent_run_id, int(epochs)
+
+    def _close(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        runs = client.search_runs(
+            [client.get_run(self.parent_run_id).info.experiment_id],
+            filter_string=f"tags.`{tracking.TRIAL_TAG}` = '{trial.trial_id}'", max_results=1,
+        )
+        if runs and runs[0].info.status == "RUNNING":
+            tracking.end_trial(self.uri, runs[0].info.run_id, status, tags=tags)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        done = (trial.last_result or {}).get("training_iteration", 0)
+        if done < self.epochs:
+            self._close(trial, "FINISHED", {"stopped_early": f"scheduler stopped it after {done} of {self.epochs} epochs"})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # The worker marks FAILED itself; this covers a worker that died without getting the chance.
+        self._close(trial, "FAILED", {"error": "trial process failed (see the Ray trial error file)"})
