@@ -1,0 +1,72 @@
+"""The searcher and presets, without Ray running: what Optuna is told, and that presets are consistent."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from study.presets import PRESETS, parts_for
+from study.space import build_searcher, define_by_run, split_fixed
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _part(preset: str = "smoke", kind: str = "covid"):
+    return PRESETS[preset][kind]
+
+
+def test_fixed_runs_come_first_and_exactly():
+    part = _part("homework", "covid")
+    searcher = build_searcher(part, seed=0)
+    searcher.set_search_properties(part.metric, part.mode, {})
+    configs = [searcher.suggest(f"t{i}") for i in range(len(part.fixed) + 2)]
+    for cfg, run in zip(configs, part.fixed):
+        assert cfg["group"] == "fixed"
+        assert {k: cfg[k] for k in run} == run  # seed and norm too, though they are not in the space
+    assert [c["group"] for c in configs[len(part.fixed):]] == ["search", "search"]
+
+
+def test_stopped_trial_is_pruned_not_complete():
+    part = _part("smoke", "covid")
+    searcher = build_searcher(part, seed=0)
+    searcher.set_search_properties(part.metric, part.mode, {})
+    for tid in ("full", "stopped", "failed"):
+        searcher.suggest(tid)
+    for step in range(1, part.epochs + 1):
+        searcher.on_trial_result("full", {"test_acc": 0.5 + step / 10, "training_iteration": step})
+    searcher.on_trial_complete("full", {"test_acc": 0.7, "training_iteration": part.epochs})
+    searcher.on_trial_result("stopped", {"test_acc": 0.9, "training_iteration": 1})
+    searcher.on_trial_complete("stopped", {"test_acc": 0.9, "training_iteration": 1})
+    searcher.on_trial_complete("failed", None, error=True)
+    states = {t.number: t.state for t in searcher._ot_study.trials}
+    assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.PRUNED,
+                      2: optuna.trial.TrialState.FAIL}
+    # The stopped trial's score still reaches Optuna, as an intermediate value at the step it got to.
+    assert searcher._ot_study.trials[1].intermediate_values == {1: 0.9}
+    assert searcher._ot_study.best_value == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("target", ["covid", "vae", "homework"])
+def test_presets_are_consistent(preset, target):
+    for part in parts_for(target, preset):
+        assert part.metric and part.mode in ("max", "min")
+        assert part.total_trials >= 1 and part.epochs >= 1
+        points, extras = split_fixed(part)
+        for point, extra, run in zip(points, extras, part.fixed):
+            assert {**point, **extra} == run
+            assert not set(extra) & set(part.space), "a fixed value outside its search range"
+
+
+def test_unknown_preset_and_target():
+    with pytest.raises(KeyError, match="unknown preset"):
+        parts_for("covid", "nope")
+    with pytest.raises(KeyError, match="unknown study target"):
+        parts_for("nope", "smoke")
+
+
+def test_define_by_run_is_plain_optuna():
+    """The space runs in a plain Optuna study too (analysis scripts can reuse it)."""
+    part = _part("search", "vae")
+    study = optuna.create_study(direction="minimize")
+    study.optimize(lambda t: (define_by_run(part)(t), 1.0)[1], n_trials=3)
+    assert set(study.trials[0].params) == set(part.space)
