@@ -1,0 +1,310 @@
+"""The VAE trainable (assignment problem 2): config -> data -> model -> loss -> loop -> report functions.
+
+``train(config)`` loads the anime faces through the data layer and calls ``fit``; ``fit`` takes in-memory uint8
+images ``(N,3,S,S)`` so tests and the benchmark can feed synthetic arrays of the real shapes.
+
+Conventions (every number is per image unless it says per dim):
+- The loss is the negative ELBO with the KL term times ``kl_weight``: ``recon + kl_weight * KL(q(z|x) || N(0,I))``,
+  KL in closed form, one reparameterised sample per image. ``*_neg_elbo`` always uses KL weight 1 (nats/image).
+- ``likelihood="bernoulli"``: ``recon`` is the binary cross-entropy of the decoder's logits against the pixel
+  intensities x = uint8/255 in [0,1] (plain BCE, not the continuous Bernoulli). That is the Bernoulli
+  log-likelihood of the intensities, NOT a normalised density for continuous data, so its nats and bits/dim
+  are comparable only between Bernoulli runs: ``bits_per_dim = neg_elbo / (3*S*S*ln 2)``.
+- ``likelihood="gaussian"``: N(x; sigmoid(logits), sigma^2) per pixel, sigma fixed (``sigma``) or one learned
+  log-sigma per model (``learn_sigma``; ``sigma`` is then its start). It is a density on [0,1]^D; bits/dim
+  move it to the 8-bit scale: ``bits_per_dim = (neg_elbo + D*ln 256) / (D*ln 2)``, D = 3*S*S (the usual
+  discretisation offset; without dequantisation noise it is an approximation, not a strict bound).
+- ``test_*`` metrics use a fixed noise generator (seed+1) each epoch, so epochs differ by the model only.
+- End of run: ``test_iw_nll`` = -log p(x) estimated by importance weighting with k = ``iw_samples`` samples of
+  q(z|x), beside ``test_iw_neg_elbo`` (the single-sample ELBO averaged over the same k samples, MC KL);
+  ``test_iw_nll <= test_iw_neg_elbo`` always (Jensen).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables import vae_models
+from trainables.common import (Report, check_finite, config_from_dict, load_checkpoint, pick_device,
+                               rng_state, save_checkpoint, seed_everything, set_rng_state, write_json)
+from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
+                                   sample, to_float)
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class VAEConfig:
+    """Every key has a default that trains sensibly on a 2-core CPU (a 32x32 MLP VAE, ~10 s/epoch)."""
+    arch: str = "mlp"                 # mlp | conv | homework_conv (64x64, conv 3->64->128, 256-d latent)
+    image_size: int = 32              # S: 16 | 28 | 32 | 64 (conv archs need S divisible by 2**len(hidden))
+    latent_dim: int = 32
+    hidden: tuple[int, ...] | None = None  # widths: mlp layers / conv channels; None = (512,256) | (32,64) | (64,128)
+    likelihood: str = "bernoulli"     # bernoulli | gaussian (see module docstring)
+    sigma: float = 0.1                # Gaussian pixel std (fixed, or the start of the learned one)
+    learn_sigma: bool = False         # Gaussian: learn one log-sigma per model
+    kl_weight: float = 1.0            # homework: 1, 100, 0; anything >= 0
+    optimizer: str = "adam"           # adam | adamw | sgd (momentum 0.9)
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 10
+    seed: int = 0                     # weights, shuffling, noise and the train/test split
+    device: str = "auto"              # auto | cpu | cuda
+    data_dir: str | None = None       # None: $STUDY_DATA_DIR, else the per-user cache (data.location)
+    max_images: int | None = None     # None: all faces (21,551)
+    test_frac: float = 0.1
+    num_threads: int = 0              # torch CPU threads; 0 = leave as is
+    iw_samples: int = 64              # k of the end-of-run importance-weighted estimate; 0 = skip
+    resample: str = "bilinear"        # resize filter of the faces loader
+
+    def __post_init__(self) -> None:
+        hidden = self.hidden
+        if isinstance(hidden, str):
+            hidden = [h for h in hidden.replace(",", " ").split()]
+        if hidden is not None:
+            object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        checks = {
+            "arch": self.arch in vae_models.ARCHS, "likelihood": self.likelihood in ("bernoulli", "gaussian"),
+            "optimizer": self.optimizer in ("adam", "adamw", "sgd"), "kl_weight": self.kl_weight >= 0,
+            "sigma": self.sigma > 0, "image_size": self.image_size > 0, "latent_dim": self.latent_dim > 0,
+            "batch_size": self.batch_size > 0, "epochs": self.epochs >= 0, "iw_samples": self.iw_samples >= 0,
+            "test_frac": 0 < self.test_frac < 1, "lr": self.lr > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("bad VAEConfig value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "VAEConfig":
+        return config_from_dict(cls, config)
+
+
+# ------------------------------------------------------------------------------------------------- data
+def _resident(images: np.ndarray, cfg: VAEConfig, device: torch.device) -> torch.Tensor:
+    """uint8 images stay uint8 on the device (4x less memory, one copy); batches are converted when used."""
+    s = cfg.image_size
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, s, s) or len(images) == 0:
+        raise ValueError(f"expected uint8 images (N>0,3,{s},{s}), got {images.dtype} {images.shape}")
+    images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images)  # memmap cache: copy
+    return torch.from_numpy(images).to(device)
+
+
+# ------------------------------------------------------------------------------------------------- loss
+def recon_nll(model: VAE, logits: torch.Tensor, x: torch.Tensor, cfg: VAEConfig) -> torch.Tensor:
+    """-log p(x|z) per image (float32), summed over the 3*S*S pixels."""
+    logits = logits.float()
+    if cfg.likelihood == "bernoulli":
+        nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    else:
+        log_sigma = model.log_sigma if model.log_sigma is not None else math.log(cfg.sigma)
+        inv = torch.exp(-torch.as_tensor(log_sigma, device=x.device))
+        nll = 0.5 * ((x - torch.sigmoid(logits)) * inv) ** 2 + log_sigma + 0.5 * LOG_2PI
+    return nll.flatten(1).sum(1)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per image, closed form."""
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def bits_per_dim(neg_elbo: float, cfg: VAEConfig) -> float:
+    d = 3 * cfg.image_size ** 2
+    offset = d * math.log(256) if cfg.likelihood == "gaussian" else 0.0
+    return (neg_elbo + offset) / (d * math.log(2))
+
+
+# ------------------------------------------------------------------------------------------------- loop
+def _make_optimizer(cfg: VAEConfig, model: VAE, device: torch.device) -> torch.optim.Optimizer:
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=cfg.lr, **fused)
+
+
+def _train_epoch(model, opt, images, cfg: VAEConfig, gen: torch.Generator, fast: bool) -> torch.Tensor:
+    """One pass over a seeded permutation; returns the on-device sums [loss, recon, kl] (no host sync here)."""
+    model.train()
+    perm = torch.randperm(images.shape[0], generator=gen).to(images.device)
+    sums = torch.zeros(3, device=images.device)
+    for start in range(0, images.shape[0], cfg.batch_size):
+        x = to_float(images, perm[start:start + cfg.batch_size], fast)
+        with autocast(images.device, fast):
+            logits, mu, logvar = model(x)
+        recon, kl = recon_nll(model, logits, x, cfg), kl_divergence(mu, logvar)
+        loss = recon + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        opt.step()
+        sums += torch.stack([loss.sum(), recon.sum(), kl.sum()]).detach()
+    return sums
+
+
+@torch.no_grad()
+def evaluate(model: VAE, images: torch.Tensor, cfg: VAEConfig, fast: bool) -> dict[str, float]:
+    """Held-out recon, KL and negative ELBO (KL weight 1) per image, with fixed noise (seed+1)."""
+    model.eval()
+    gen = torch.Generator(device=images.device).manual_seed(cfg.seed + 1)
+    sums = torch.zeros(2, device=images.device)
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        x = to_float(images, slice(start, start + EVAL_BATCH), fast)
+        noise = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=x.device)
+        with autocast(images.device, fast):
+            logits, mu, logvar = model(x, noise)
+        sums += torch.stack([recon_nll(model, logits, x, cfg).sum(), kl_divergence(mu, logvar).sum()])
+    recon, kl = (sums / images.shape[0]).tolist()
+    return {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
+
+
+@torch.no_grad()
+def importance_weighted(model: VAE, images: torch.Tensor, cfg: VAEConfig, k: int, fast: bool) -> dict[str, float]:
+    """-log p(x) ~ -log mean_j p(x,z_j)/q(z_j|x), z_j ~ q(z|x), j=1..k; and the MC neg ELBO of the same z_j."""
+    model.eval()
+    gen = torch.Generator(device=images.device).manual_seed(cfg.seed + 2)
+    sums = torch.zeros(2, dtype=torch.float64, device=images.device)
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        x = to_float(images, slice(start, start + EVAL_BATCH), fast)
+        with autocast(images.device, fast):
+            mu, logvar = model.encode(x)
+        mu, logvar = mu.float(), logvar.float()
+        logw = []
+        for _ in range(k):
+            eps = torch.randn(mu.shape, generator=gen, device=x.device)
+            z = mu + eps * torch.exp(0.5 * logvar)
+            with autocast(images.device, fast):
+                logits = model.decode(z)
+            # log p(x|z) + log N(z;0,I) - log N(z;mu,sigma): the 2*pi terms cancel.
+            log_pz_over_q = (0.5 * (eps.pow(2) - z.pow(2) + logvar)).sum(1)
+            logw.append((log_pz_over_q - recon_nll(model, logits, x, cfg)).double())
+        logw = torch.stack(logw)  # (k, B)
+        iw = torch.logsumexp(logw, 0) - math.log(k)
+        sums += torch.stack([-iw.sum(), -logw.mean(0).sum()])
+    iw_nll, neg_elbo = (sums / images.shape[0]).tolist()
+    return {"test_iw_nll": iw_nll, "test_iw_neg_elbo": neg_elbo, "test_iw_bits_per_dim": bits_per_dim(iw_nll, cfg)}
+
+
+def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, report: Report | None = None, *,
+        checkpoint_dir=None, resume_from=None, artifact_dir=None, info: dict | None = None) -> dict:
+    """Train on uint8 (N,3,S,S) arrays; report each epoch; return the last metrics + end-of-run results (+ info)."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = pick_device(cfg.device)
+    gen = seed_everything(cfg.seed)
+    train_x, test_x = _resident(train_images, cfg, device), _resident(test_images, cfg, device)
+    model = vae_models.build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden,
+                                 cfg.likelihood == "gaussian" and cfg.learn_sigma, cfg.sigma).to(device)
+    fast = fast_path(cfg.arch, device)  # bf16 autocast + channels_last for the conv nets on a GPU
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _make_optimizer(cfg, model, device)
+    first, metrics = 1, {}
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], gen)
+        first, metrics = state["epoch"] + 1, state["metrics"]
+    n = train_x.shape[0]
+    for epoch in range(first, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        loss, recon, kl = (_train_epoch(model, opt, train_x, cfg, gen, fast) / n).tolist()  # the epoch's sync
+        train_time = time.perf_counter() - t0
+        check_finite(epoch, kl=kl, recon=recon)
+        test = evaluate(model, test_x, cfg, fast)
+        check_finite(epoch, test_kl=test["kl"], test_recon=test["recon"])
+        metrics = {
+            "epoch": epoch, "epoch_time_s": train_time, "eval_time_s": time.perf_counter() - t0 - train_time,
+            "train_loss": loss, "train_neg_elbo": recon + kl, "train_recon": recon, "train_kl": kl,
+            "train_bits_per_dim": bits_per_dim(recon + kl, cfg),
+            "test_neg_elbo": test["neg_elbo"], "test_bits_per_dim": bits_per_dim(test["neg_elbo"], cfg),
+            "test_recon": test["recon"], "test_kl": test["kl"],
+        }
+        if model.log_sigma is not None:
+            metrics["sigma"] = float(model.log_sigma.exp())
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch,
+                            rng=rng_state(gen), metrics=metrics, config=dataclasses.asdict(cfg))
+        if report is not None:
+            report(dict(metrics))
+    result = dict(metrics)
+    if cfg.iw_samples > 0:
+        result["iw_samples"] = cfg.iw_samples
+        result.update(importance_weighted(model, test_x, cfg, cfg.iw_samples, fast))
+    result.update(n_train=n, n_test=int(test_x.shape[0]), n_params=sum(p.numel() for p in model.parameters()))
+    result.update(info or {})
+    if artifact_dir is not None:
+        write_artifacts(artifact_dir, model, cfg, result, test_images)
+    return result
+
+
+def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
+          artifact_dir=None) -> dict:
+    """The entry point of the study: config dict -> faces (cached by the data layer) -> seeded split -> fit."""
+    from data.faces import load_faces, split_indices
+    from data.location import faces_source, resolve_data_dir
+
+    cfg = VAEConfig.from_dict(config)
+    faces = load_faces(faces_source(resolve_data_dir(cfg.data_dir)), size=cfg.image_size, resample=cfg.resample,
+                       progress=False, max_images=cfg.max_images)
+    train_idx, test_idx = split_indices(len(faces.images), test_frac=cfg.test_frac, seed=cfg.seed)
+    return fit(cfg, faces.images[train_idx], faces.images[test_idx], report, checkpoint_dir=checkpoint_dir,
+               resume_from=resume_from, artifact_dir=artifact_dir, info={"data_hash": faces.source_hash})
+
+
+# --------------------------------------------------------------------------- report functions + artefacts
+def load_model(path: str | Path, device: str = "cpu") -> tuple[VAE, VAEConfig]:
+    """Rebuild a model written as ``model.pt`` by ``write_artifacts``."""
+    blob = torch.load(path, map_location=device, weights_only=False)
+    cfg = VAEConfig.from_dict(blob["config"])
+    model = vae_models.build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden,
+                                 cfg.likelihood == "gaussian" and cfg.learn_sigma, cfg.sigma)
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), cfg
+
+
+def _png(images: np.ndarray, ncol: int, path: Path, tile: int = 64) -> None:
+    from PIL import Image
+
+    n, _, s, _ = images.shape
+    rows = -(-n // ncol)
+    grid = np.full((rows * s, ncol * s, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid[r * s:(r + 1) * s, c * s:(c + 1) * s] = img.transpose(1, 2, 0)
+    scale = max(1, tile // s)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(grid).resize((ncol * s * scale, rows * s * scale), Image.NEAREST).save(tmp)
+    tmp.replace(path)
+
+
+def write_artifacts(folder, model: VAE, cfg: VAEConfig, summary: dict, test_images: np.ndarray,
+                    n: int = 16, steps: int = 8) -> None:
+    """summary.json, images.npz (real, recon, samples, interp), model.pt, and PNG grids of the three."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    real = test_images[:n]
+    images = {"real": real, "recon": reconstruct(model, real), "samples": sample(model, 64, cfg.seed),
+              "interp": interpolate(model, test_images[0], test_images[min(1, len(test_images) - 1)], steps)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **images)
+    (folder / "images.npz.tmp").write_bytes(buf.getvalue())
+    (folder / "images.npz.tmp").replace(folder / "images.npz")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"config": dataclasses.asdict(cfg), "state_dict": state}, folder / "model.pt.tmp")
+    (folder / "model.pt.tmp").replace(folder / "model.pt")
+    pairs = np.stack([images["real"], images["recon"]], 1).reshape(-1, *real.shape[1:])  # real, recon, ...
+    _png(pairs, 8, folder / "reconstructions.png")
+    _png(images["samples"], 8, folder / "samples.png")
+    _png(images["interp"], len(images["interp"]), folder / "interpolation.png")
+    write_json(folder, "summary.json", summary)
