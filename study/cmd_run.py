@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import time
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--mlflow-uri", help="tracking URI (default: sqlite store in the study folder)")
     run.add_argument("--name", help="study name (default TARGET-PRESET-TIMESTAMP)")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--fixed", help="extra fixed runs: a JSON list of configs, or a path to a JSON file of one")
     run.add_argument("--data-dir", help="data folder (default: $STUDY_DATA_DIR, else the per-user cache)")
     run.set_defaults(handler=_run)
 
@@ -70,8 +72,24 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g} is more than this machine's {os.cpu_count()} CPUs")
 
 
+def _fixed_runs(value: str | None, target: str) -> list[dict]:
+    if not value:
+        return []
+    if target == "homework":
+        raise UsageError("--fixed needs one trainable: use it with `study run covid` or `study run vae`")
+    text = Path(value).read_text() if Path(value).is_file() else value
+    try:
+        runs = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--fixed: not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise UsageError("--fixed: expected a JSON list of objects, one per run")
+    return runs
+
+
 def _run(args: argparse.Namespace) -> int:
     _validate(args)
+    extra_fixed = _fixed_runs(args.fixed, args.target)
     from study.runner import StudySpec, run_study
     from study.tracking import default_uri
 
@@ -87,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         mlflow_uri=args.mlflow_uri or default_uri(study_dir), seed=args.seed, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         scheduler=args.scheduler, max_failures=args.max_failures, address=args.address,
-        data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs,
+        data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
     )
     study_dir.mkdir(parents=True, exist_ok=True)
     print(f"study: {name} in {study_dir}", flush=True)

@@ -38,6 +38,7 @@ class StudySpec:
     address: str | None = None
     data_dir: str | None = None
     epochs: int | None = None             # override the preset's epochs (quick checks)
+    extra_fixed: list[dict] = field(default_factory=list)  # --fixed: runs added to the preset's fixed ones
     experiment_id: str | None = None
     parent_run_id: str | None = None
     git_commit: str | None = None
@@ -56,6 +57,8 @@ class StudySpec:
                 constants["epochs"] = self.epochs
             if self.data_dir:
                 constants["data_dir"] = self.data_dir
+            if self.extra_fixed:
+                changes["fixed"] = [*part.fixed, *self.extra_fixed]
             parts.append(dataclasses.replace(part, constants=constants, **changes))
         return parts
 

@@ -1,0 +1,150 @@
+"""Real studies: Ray Tune + Optuna + MLflow on the real data, checked from the MLflow store itself.
+
+Each study runs in its own `python -m study.cli` process (its own local Ray), as a user would run it, so a
+kill or a second cluster in one test cannot disturb another.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study(*args: str, env: dict | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"study {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def store(study_dir: Path) -> tuple[MlflowClient, object, list]:
+    """The parent run and the child runs of a study, read back from its MLflow store."""
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study_dir.name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    return client, parents[0], children
+
+
+def tune_trials(study_dir: Path, part: str) -> list[dict]:
+    """Trial ids and last results, from the Tune experiment folder's result files."""
+    out = []
+    for result in sorted((study_dir / part).glob("*/result.json")):
+        lines = result.read_text().strip().splitlines()
+        out.append(json.loads(lines[-1]) if lines else {})
+    return out
+
+
+def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
+    proc = study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "smoke",
+                 "--max-concurrent", "2", "--scheduler", "none")
+    assert "best test_acc" in proc.stdout
+    study_dir = tmp_path / "smoke"
+    client, parent, children = store(study_dir)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study.preset"] == "smoke"
+    assert len(children) == 4  # 2 fixed + 2 searched
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert {"cell", "seq_len", "hidden_size", "lr", "epochs"} <= set(run.data.params)
+        assert run.data.tags["trainable"] == "sequence" and run.data.tags["data_hash"]
+        history = client.get_metric_history(run.info.run_id, "test_acc")
+        assert [m.step for m in history] == [1, 2]
+        names = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
+        assert {"results/predictions.json", "results/confusion.json"} <= names
+    assert sorted(r.data.tags["group"] for r in children) == ["fixed", "fixed", "search", "search"]
+    # Two trials at once: some pair of runs overlaps in time.
+    spans = sorted((r.info.start_time, r.info.end_time) for r in children)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+
+
+def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
+    """A trial whose L is longer than the series raises inside the trial: FAILED in MLflow, others finish."""
+    bad = json.dumps([{"cell": "gru", "seq_len": 500, "hidden_size": 8, "num_layers": 1, "lr": 1e-2}])
+    study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "fail",
+          "--num-samples", "0", "--scheduler", "none", "--fixed", bad)
+    _, _, children = store(tmp_path / "fail")
+    status = sorted(r.info.status for r in children)
+    assert status == ["FAILED", "FINISHED", "FINISHED"], status
+    failed = next(r for r in children if r.info.status == "FAILED")
+    assert "longer than" in failed.data.tags["error"] or "seq_len" in failed.data.tags["error"]
+
+
+def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
+    study_dir = tmp_path / "kill"
+    args = ["run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "kill",
+            "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3", "--scheduler", "none"]
+    proc = subprocess.Popen([sys.executable, "-m", "study.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until two trials finished, then interrupt the driver
+        if (study_dir / "mlflow.db").exists():
+            try:
+                _, _, children = store(study_dir)
+                if sum(r.info.status == "FINISHED" for r in children) >= 2:
+                    break
+            except Exception:  # noqa: BLE001 - the store is being written; look again
+                pass
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "study resume" in out
+    _, _, before = store(study_dir)
+    finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
+    assert 2 <= len(finished_before) < 6
+
+    study("resume", str(study_dir))
+    client, parent, children = store(study_dir)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 6 and len(tune_trials(study_dir, "covid")) == 6
+    assert all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
+        assert sorted(set(steps)) == [1, 2, 3], (run.info.run_name, steps)
+        if run.info.run_id in finished_before:  # kept, not rerun
+            assert run.info.end_time == finished_before[run.info.run_id]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_node_cluster(real_data_dir, tmp_path):
+    """`ray start --head` + a second `ray start --address` on this machine; trials land on both nodes."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_bin, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+                        "--include-dashboard", "false", *common], check=True, env=env, capture_output=True, timeout=120)
+        subprocess.run([ray_bin, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1",
+                        *common], check=True, env=env, capture_output=True, timeout=120)
+        study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "cluster",
+              "--address", f"127.0.0.1:{port}", "--num-samples", "2", "--max-concurrent", "2",
+              "--scheduler", "none", env={"RAY_AUTH_MODE": "disabled"})
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    _, parent, children = store(tmp_path / "cluster")
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    nodes = {r.data.tags["ray.node_id"] for r in children}
+    assert len(nodes) == 2, nodes
