@@ -134,11 +134,13 @@ def _make_optimizer(cfg: VAEConfig, model: VAE, device: torch.device) -> torch.o
 
 
 def _train_epoch(model, opt, images, cfg: VAEConfig, gen: torch.Generator, fast: bool) -> torch.Tensor:
-    """One pass over a seeded permutation; returns the on-device sums [loss, recon, kl] (no host sync here)."""
+    """One pass over a seeded permutation; returns on the device [loss, recon, kl] sums and, per term (recon, kl),
+    the first batch at which it was non-finite (inf if never), so a blow-up names its origin without a sync."""
     model.train()
     perm = torch.randperm(images.shape[0], generator=gen).to(images.device)
     sums = torch.zeros(3, device=images.device)
-    for start in range(0, images.shape[0], cfg.batch_size):
+    first_bad = torch.full((2,), math.inf, device=images.device)
+    for step, start in enumerate(range(0, images.shape[0], cfg.batch_size)):
         x = to_float(images, perm[start:start + cfg.batch_size], fast)
         with autocast(images.device, fast):
             logits, mu, logvar = model(x)
@@ -147,8 +149,10 @@ def _train_epoch(model, opt, images, cfg: VAEConfig, gen: torch.Generator, fast:
         opt.zero_grad(set_to_none=True)
         loss.mean().backward()
         opt.step()
-        sums += torch.stack([loss.sum(), recon.sum(), kl.sum()]).detach()
-    return sums
+        batch = torch.stack([loss.sum(), recon.sum(), kl.sum()]).detach()
+        sums += batch
+        first_bad = torch.where(torch.isfinite(batch[1:]), first_bad, first_bad.clamp(max=step))
+    return torch.cat([sums, first_bad])
 
 
 @torch.no_grad()
@@ -218,9 +222,12 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
     n = train_x.shape[0]
     for epoch in range(first, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss, recon, kl = (_train_epoch(model, opt, train_x, cfg, gen, fast) / n).tolist()  # the epoch's sync
+        out = _train_epoch(model, opt, train_x, cfg, gen, fast).tolist()  # the epoch's one host sync
         train_time = time.perf_counter() - t0
-        check_finite(epoch, kl=kl, recon=recon)
+        loss, recon, kl = (v / n for v in out[:3])
+        # Name the term that broke first (the encoder runs before the decoder, so kl wins a tie).
+        terms = sorted([(out[4], 0, "kl", kl), (out[3], 1, "recon", recon)])
+        check_finite(epoch, **{name: value for _, _, name, value in terms})
         test = evaluate(model, test_x, cfg, fast)
         check_finite(epoch, test_kl=test["kl"], test_recon=test["recon"])
         metrics = {
@@ -231,7 +238,7 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
             "test_recon": test["recon"], "test_kl": test["kl"],
         }
         if model.log_sigma is not None:
-            metrics["sigma"] = float(model.log_sigma.exp())
+            metrics["sigma"] = float(model.log_sigma.detach().exp())
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch,
                             rng=rng_state(gen), metrics=metrics, config=dataclasses.asdict(cfg))
