@@ -11,6 +11,10 @@ from data.errors import DataError
 STRATEGIES = ("reference", "any-pair", "k-partners")
 
 
+class EmptySelection(DataError):
+    """Set C came out empty: a finding about the data (the check reports it) rather than a malformed input."""
+
+
 def pearson_matrix(values: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """One matrix product instead of C*C Python calls (201 countries -> 40k pairs).
 
@@ -86,5 +90,5 @@ def select_countries(
     chosen = [c for c, k in zip(countries, keep) if k]
     if strategy == "reference" and len(chosen) < 2 or not chosen:
         fix = "lower threshold" + (" or min_partners" if strategy == "k-partners" else "")
-        raise DataError(f"set C is empty: no country {what}; {fix} (now {threshold})", source)
+        raise EmptySelection(f"set C is empty: no country {what}; {fix} (now {threshold})", source)
     return chosen

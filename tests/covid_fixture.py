@@ -1,0 +1,81 @@
+"""A tiny CSSE-shaped data folder the tests write themselves, with hand-known answers.
+
+Five countries over 12 days (11 days of new cases):
+- Algeria: new cases 1..11.
+- Australia: two provinces, each 1..11 -> summed 2..22 (perfectly correlated with Algeria).
+- Brazil: an irregular series.
+- Chile: one downward revision (new cases -1 on 1/25/20), the only negative step.
+- Diamond Princess: all zero (zero variance; a non-country with no iso2).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DATES = [f"1/{d}/20" for d in range(22, 32)] + ["2/1/20", "2/2/20"]
+DAILY = {
+    "Algeria": list(range(1, 12)),
+    "Brazil": [5, 1, 4, 2, 6, 0, 3, 7, 1, 5, 2],
+    "Chile": [1, 2, -1, 3, 2, 4, 1, 3, 5, 2, 4],
+    "Diamond Princess": [0] * 11,
+}
+PROVINCES = {("New South Wales", "Australia"): list(range(1, 12)), ("Victoria", "Australia"): list(range(1, 12))}
+COORDS = {"Algeria": (28.0, 1.6), "Brazil": (-14.2, -51.9), "Chile": (-35.7, -71.5), "Diamond Princess": (0.0, 0.0),
+          "New South Wales": (-33.9, 151.2), "Victoria": (-37.8, 145.0)}
+COUNTRIES = ["Algeria", "Australia", "Brazil", "Chile", "Diamond Princess"]
+LOOKUP = """UID,iso2,iso3,code3,FIPS,Admin2,Province_State,Country_Region,Lat,Long_,Combined_Key,Population
+12,DZ,DZA,12,,,,Algeria,28.0339,1.6596,Algeria,43851043
+36,AU,AUS,36,,,,Australia,-25.0,133.0,Australia,25459700
+3601,AU,AUS,36,,,New South Wales,Australia,-33.8688,151.2093,"New South Wales, Australia",8118000
+76,BR,BRA,76,,,,Brazil,-14.235,-51.9253,Brazil,212559409
+152,CL,CHL,152,,,,Chile,-35.6751,-71.543,Chile,19116209
+9999,,,,,,,Diamond Princess,0,0,Diamond Princess,
+516,NA,NAM,516,,,,Namibia,-22.9576,18.4904,Namibia,2540916
+"""
+
+
+def _row(province: str, country: str, daily: list[int]) -> str:
+    lat, lon = COORDS[province or country]
+    cum = np.concatenate([[0], np.cumsum(daily)]).astype(int)
+    return ",".join([province, country, str(lat), str(lon), *map(str, cum)])
+
+
+def csv_text(dates: list[str] | None = None) -> str:
+    header = ",".join(["Province/State", "Country/Region", "Lat", "Long", *(dates or DATES)])
+    rows = [_row("", "Algeria", DAILY["Algeria"])]
+    rows += [_row(p, c, v) for (p, c), v in PROVINCES.items()]
+    rows += [_row("", c, DAILY[c]) for c in ("Brazil", "Chile", "Diamond Princess")]
+    return "\n".join([header, *rows]) + "\n"
+
+
+def write_data_dir(root: Path, csv: str | None = None, lookup: bool = True) -> Path:
+    """root/covid/{confirmed CSV, lookup table}; returns root (what --data-dir takes)."""
+    covid = Path(root) / "covid"
+    covid.mkdir(parents=True, exist_ok=True)
+    (covid / "time_series_covid19_confirmed_global.csv").write_text(csv_text() if csv is None else csv)
+    if lookup:
+        (covid / "UID_ISO_FIPS_LookUp_Table.csv").write_text(LOOKUP)
+    return Path(root)
+
+
+def confirmed_path(root: Path) -> Path:
+    return Path(root) / "covid" / "time_series_covid19_confirmed_global.csv"
+
+
+def write_faces_zip(root: Path, n: int = 3) -> Path:
+    """A few tiny generated PNGs so `study data check` can run end to end on the fixture folder."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    path = Path(root) / "anime_faces" / "anime_faces.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(1, n + 1):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr(f"data/{i}.png", buf.getvalue())
+    return path
