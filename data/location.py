@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -42,6 +43,10 @@ def cache_dir(data_dir: Path) -> Path:
     """Derived arrays go beside the data when we may write there, else in the user cache (shared/data is read-only)."""
     preferred = Path(data_dir) / "cache"
     try:
+        # As root a write probe succeeds even in a folder marked read-only (like shared/data): honour the mode bits.
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        if not Path(data_dir).stat().st_mode & stat.S_IWUSR:
+            raise PermissionError(f"{data_dir} is marked read-only")
         preferred.mkdir(parents=True, exist_ok=True)
         probe = preferred / ".write-test"
         probe.touch()
