@@ -179,13 +179,17 @@ def summarize(part: Part, grid: Any, wall_s: float) -> dict[str, Any]:
     return summary
 
 
-def run_study(spec: StudySpec) -> int:
-    """Run every part not yet done; 0 when all finished, 130 when interrupted (resume continues it)."""
+def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
+    """Run every part not yet done; 0 when all finished, 130 when interrupted (resume continues it).
+
+    `parts` replaces the preset's parts (the benchmark runs a fixed workload); each part's summary is also
+    written to STUDY_DIR/summary.json for scripts.
+    """
     from study import tracking
 
     study_dir = Path(spec.study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    parts = spec.parts()
+    parts = parts if parts is not None else spec.parts()
     if spec.max_concurrent:
         # With a searcher Tune keeps one trial pending at a time, so trials would start one by one.
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
@@ -206,6 +210,7 @@ def run_study(spec: StudySpec) -> int:
             continue
         summary = run_part(spec, part, info)
         summaries.append(summary)
+        (study_dir / "summary.json").write_text(json.dumps(summaries, indent=2, default=str))
         print_summary(summary)
         if not summary["complete"]:
             print(f"study: interrupted with {summary['trials']} of {summary['planned']} {part.kind} trials; "
