@@ -1,0 +1,72 @@
+"""Helpers every figure module shares: a headless matplotlib, the 95% t-interval, picking runs."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window (CI and the report command are headless)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.results import RunInfo  # noqa: E402
+
+CELLS = ("rnn", "lstm", "gru")
+CELL_COLOURS = {"rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c"}
+plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3})
+
+
+def save(fig, out_dir: str | Path, name: str) -> Path:
+    """Write a PNG and close the figure (many figures in one process must not pile up in memory)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, int]:
+    """Mean and half-width of the Student-t interval; half-width NaN with fewer than two values."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(v[0]), math.nan, 1
+    from scipy import stats
+
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    return float(v.mean()), float(half), n
+
+
+def best_run(runs: list[RunInfo], metric: str, mode: str = "max") -> RunInfo | None:
+    """The run with the best final value of metric (runs without it are ignored)."""
+    scored = [r for r in runs if np.isfinite(r.metrics.get(metric, math.nan))]
+    if not scored:
+        return None
+    key = lambda r: r.metrics[metric]  # noqa: E731
+    return max(scored, key=key) if mode == "max" else min(scored, key=key)
+
+
+def most_common(runs: list[RunInfo], param: str) -> str | None:
+    values = [r.params.get(param) for r in runs if r.params.get(param) is not None]
+    return Counter(values).most_common(1)[0][0] if values else None
+
+
+def mean_curve(runs: list[RunInfo], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Epoch-wise mean and spread (min..max) over runs, cut to the shortest run so every point has all seeds."""
+    curves = [r.history[key] for r in runs if key in r.history and len(r.history[key][0])]
+    if not curves:
+        return None
+    n = min(len(c[0]) for c in curves)
+    steps = curves[0][0][:n]
+    vals = np.stack([c[1][:n] for c in curves])
+    return steps, vals.mean(0), np.stack([vals.min(0), vals.max(0)])
+
+
+def fmt_num(x: float, digits: int = 3) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"

@@ -1,0 +1,258 @@
+"""Problem 1 figures: correlation heatmaps, learning curves per cell, accuracy vs L, normalisation, confusion, map.
+
+Each `fig_*(results, out_dir) -> Path | None` draws one file; None (with the reason in `results.skipped`) when
+the study lacks the runs or the data the figure needs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis import covid_runs
+from analysis.common import CELL_COLOURS, CELLS, mean_curve, plt, save
+from analysis.results import StudyResults
+
+
+def top_correlated(corr: np.ndarray, n: int = 30) -> np.ndarray:
+    """Indices of the n countries with the highest mean correlation to all others, ordered by clustering
+    so that blocks of co-moving countries sit together."""
+    off = np.array(corr, dtype=float)
+    np.fill_diagonal(off, np.nan)
+    with np.errstate(all="ignore"):
+        score = np.nanmean(off, axis=1)
+    score = np.where(np.isfinite(score), score, -np.inf)
+    idx = np.argsort(-score)[: min(n, int(np.isfinite(score).sum()))]
+    if len(idx) > 2:
+        from scipy.cluster.hierarchy import leaves_list, linkage
+        from scipy.spatial.distance import squareform
+
+        sub = np.nan_to_num(np.array(corr)[np.ix_(idx, idx)], nan=0.0)
+        dist = np.clip(1 - sub, 0, 2)
+        np.fill_diagonal(dist, 0)
+        idx = idx[leaves_list(linkage(squareform((dist + dist.T) / 2, checks=False), "average"))]
+    return idx
+
+
+def plot_corr_heatmap(corr: np.ndarray, names: list[str], path: Path, title: str, zoom: bool = False) -> Path:
+    """Heatmap straight from a matrix: every label when few countries, every k-th when many. zoom: a sequential
+    colour scale from the smallest value shown, so differences among highly correlated countries stay visible."""
+    n = len(names)
+    size = min(14.0, max(6.0, 0.28 * n + 2)) if n <= 40 else 12.0
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    lo = -1.0
+    if zoom and np.isfinite(corr).any():
+        lo = max(-1.0, np.floor(np.nanmin(corr) * 10) / 10)
+    cmap = plt.get_cmap("magma_r" if zoom else "RdBu_r").with_extremes(bad="#cccccc")
+    im = ax.imshow(np.ma.masked_invalid(corr), cmap=cmap, vmin=lo, vmax=1, interpolation="nearest")
+    step = 1 if n <= 40 else int(np.ceil(n / 50))
+    ticks = np.arange(0, n, step)
+    fs = 8 if n <= 40 else 5
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=fs)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=fs)
+    ax.grid(False)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="Pearson r (daily new cases)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _corr(results, corr, names, figure):
+    if corr is not None:
+        return np.asarray(corr), list(names), ""
+    try:
+        from analysis.covid_data import correlation
+
+        c, nm, info = correlation(results)
+        return c, nm, f"{info['first']}..{info['last']}"
+    except Exception as err:  # no CSV here (or data layer missing): the report says why
+        results.skip(figure, f"needs the COVID CSV ({type(err).__name__}: {err})")
+        return None, None, None
+
+
+def fig_corr_all(results: StudyResults, out_dir, *, corr=None, names=None) -> Path | None:
+    """Correlation of daily new cases for every pair of countries (the homework's figure i)."""
+    corr, names, span = _corr(results, corr, names, "corr_all")
+    if corr is None:
+        return None
+    title = f"Correlation of daily new cases, all {len(names)} countries" + (f" ({span})" if span else "")
+    return plot_corr_heatmap(corr, names, Path(out_dir) / "covid_corr_all.png", title)
+
+
+def fig_corr_top(results: StudyResults, out_dir, *, corr=None, names=None, n: int = 30) -> Path | None:
+    """The same matrix cut to the n most correlated countries, with legible labels."""
+    corr, names, span = _corr(results, corr, names, "corr_top")
+    if corr is None:
+        return None
+    idx = top_correlated(corr, n)
+    sub = corr[np.ix_(idx, idx)]
+    title = f"Top {len(idx)} countries by mean correlation" + (f" ({span})" if span else "")
+    return plot_corr_heatmap(sub, [names[i] for i in idx], Path(out_dir) / "covid_corr_top.png", title, zoom=True)
+
+
+def _band(ax, runs, key, colour, label, style="-"):
+    mc = mean_curve(runs, key)
+    if mc is None:
+        return
+    steps, mean, (lo, hi) = mc
+    ax.plot(steps, mean, style, color=colour, label=label)
+    if len(runs) > 1:
+        ax.fill_between(steps, lo, hi, color=colour, alpha=0.15)
+
+
+def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
+    """Train/test accuracy (top) and loss (bottom) per epoch, one column per cell type, same L and norm."""
+    by_cell, label = covid_runs.curve_runs(results)
+    if not by_cell:
+        results.skip("cell_curves", "no finished sequence runs")
+        return None
+    cells = [c for c in CELLS if c in by_cell]
+    fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 6.5), sharey="row", squeeze=False)
+    for j, cell in enumerate(cells):
+        runs = by_cell[cell]
+        for i, (metric, name) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
+            ax = axes[i, j]
+            _band(ax, runs, f"train_{metric}", CELL_COLOURS[cell], "train", "--")
+            _band(ax, runs, f"test_{metric}", CELL_COLOURS[cell], "test (random split)")
+            _band(ax, runs, f"test_{metric}_time", "0.35", "test (time split)", ":")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            if i == 0:
+                ax.set_title(f"{cell.upper()} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Learning curves per cell type ({label}; band = min..max over seeds)")
+    fig.tight_layout()
+    return save(fig, out_dir, "covid_cell_curves.png")
+
+
+def fig_acc_vs_L(results: StudyResults, out_dir) -> Path | None:
+    """Final test accuracy against L per cell, random split (left) and time split (right), 95% t-intervals."""
+    rows = covid_runs.acc_vs_L(results)
+    if not rows:
+        results.skip("acc_vs_L", "no fixed sequence runs with seq_len")
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    lens = sorted({r.seq_len for r in rows})
+    dodge = 0.012 * (max(lens) - min(lens) or 1)  # side-step the cells so their interval bars do not overlap
+    for ax, (attr, ci, title) in zip(axes, (("acc_random", "ci_random", "random split (homework)"),
+                                            ("acc_time", "ci_time", "time split (leakage-free)"))):
+        for k, cell in enumerate(CELLS):
+            rs = [r for r in rows if r.cell == cell and np.isfinite(getattr(r, attr))]
+            if not rs:
+                continue
+            x = np.array([r.seq_len for r in rs]) + (k - 1) * dodge
+            y = np.array([getattr(r, attr) for r in rs])
+            err = np.nan_to_num(np.array([getattr(r, ci) for r in rs]))
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=CELL_COLOURS[cell], label=cell.upper())
+        ax.set_xlabel("sequence length L (days)")
+        ax.set_xticks(lens)
+        ax.set_title(title)
+        ax.legend()
+    axes[0].set_ylabel("final test accuracy")
+    n = max(r.n for r in rows)
+    fig.suptitle(f"Test accuracy vs L (mean of up to {n} seeds; bars = 95% t-interval where n > 1)")
+    fig.tight_layout()
+    return save(fig, out_dir, "covid_acc_vs_L.png")
+
+
+def fig_norm_effect(results: StudyResults, out_dir) -> Path | None:
+    """Learning curves of the same cell and L with and without input normalisation."""
+    found = covid_runs.norm_pairs(results)
+    if found is None:
+        results.skip("norm_effect", "no cell/L trained with two different normalisations")
+        return None
+    by_norm, label = found
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, (norm, runs) in enumerate(sorted(by_norm.items())):
+        c = "black" if norm == "none" else colours(k)
+        tag = f"norm={norm} (n={len(runs)})"
+        _band(axes[0], runs, "test_acc", c, f"{tag} test")
+        _band(axes[0], runs, "train_acc", c, f"{tag} train", "--")
+        _band(axes[1], runs, "test_loss", c, f"{tag} test")
+        _band(axes[1], runs, "train_loss", c, f"{tag} train", "--")
+    for ax, name in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Effect of input normalisation ({label})")
+    fig.tight_layout()
+    return save(fig, out_dir, "covid_norm_effect.png")
+
+
+def fig_confusion(results: StudyResults, out_dir) -> Path | None:
+    """Confusion matrix (counts and row-normalised rates) of the best model on its test split."""
+    run = covid_runs.best_sequence_run(results, need="confusion.json")
+    if run is None:
+        results.skip("confusion", "no sequence run with confusion.json")
+        return None
+    data = json.loads(run.artifacts["confusion.json"].read_text())
+    m = np.asarray(data["matrix"], dtype=float)
+    labels = data.get("labels", ["0", "1"])
+    rates = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.3))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{int(m[i, j])}\n{rates[i, j]:.1%}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Best model: {run.param('cell', '?').upper()}, L={run.param('seq_len')}, "
+                 f"test acc {run.metrics.get('test_acc', float('nan')):.3f}")
+    return save(fig, out_dir, "covid_confusion.png")
+
+
+P_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
+P_COLOURS = ("#2166ac", "#67a9cf", "#bdbdbd", "#ef8a62", "#b2182b")
+
+
+def world_map_values(predictions: dict) -> tuple[list[dict[str, float]], list[str]]:
+    """p_increase per iso2, binned into five legend classes; names that pygal cannot draw come back separately."""
+    from pygal_maps_world.maps import World
+
+    known = World.area_names
+    bins: list[dict[str, float]] = [{} for _ in P_COLOURS]
+    unmapped = []
+    for name, entry in sorted(predictions.items()):
+        iso = (entry.get("iso2") or "").lower()
+        p = entry.get("p_increase")
+        if not iso or iso not in known or p is None or not np.isfinite(p):
+            unmapped.append(name)
+            continue
+        k = int(np.searchsorted(P_BINS, p, side="right") - 1)
+        bins[min(max(k, 0), len(P_COLOURS) - 1)][iso] = float(p)
+    return bins, unmapped
+
+
+def fig_world_map(results: StudyResults, out_dir) -> Path | None:
+    """pygal world map (SVG, no external script) of P(increase) on the next unlabelled day, from the best model."""
+    from pygal.style import Style
+    from pygal_maps_world.maps import World
+
+    run = covid_runs.best_sequence_run(results, need="predictions.json")
+    if run is None:
+        results.skip("world_map", "no sequence run with predictions.json")
+        return None
+    pred = json.loads(run.artifacts["predictions.json"].read_text())
+    bins, unmapped = world_map_values(pred["countries"])
+    style = Style(colors=P_COLOURS, background="white", plot_background="white", title_font_size=18,
+                  legend_font_size=13)
+    chart = World(style=style, js=[], width=1000, height=560, legend_at_bottom=True, legend_at_bottom_columns=5,
+                  title=f"P(new cases rise on {pred.get('date', '?')}), {run.param('cell', '?').upper()} "
+                        f"L={run.param('seq_len')} (best model)",
+                  value_formatter=lambda v: f"{v:.2f}")
+    for (lo, hi), values in zip(zip(P_BINS[:-1], P_BINS[1:]), bins):
+        chart.add(f"{lo:.1f}-{min(hi, 1.0):.1f} ({len(values)})", values)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "covid_world_map.svg"
+    path.write_bytes(chart.render())
+    (out / "covid_world_map_unmapped.json").write_text(json.dumps(unmapped))
+    return path

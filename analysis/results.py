@@ -1,0 +1,206 @@
+"""Load one study from its MLflow store into plain Python objects the figures can read without MLflow.
+
+The layout (docs/ARCHITECTURE.md, "study/"): one experiment per study, one parent run tagged `study.kind`,
+child runs tagged `trainable`/`group` with config params, per-epoch metrics (step=epoch) and artefacts under
+`results/`. Everything is read once here so figure code never talks to the tracking server.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from data.errors import DataError
+
+ARTIFACT_DIR = "results"
+SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
+
+
+@dataclass
+class RunInfo:
+    """One trial: its config (params, strings as logged), final metrics, tags and where its artefacts are."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int  # ms since epoch; orders the search trials
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # last logged value of each metric
+    history: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # key -> (steps, values)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # name under results/ -> local file
+
+    @property
+    def trainable(self) -> str:
+        return self.tags.get("trainable", "")
+
+    @property
+    def group(self) -> str:
+        return self.tags.get("group", "")
+
+    def param(self, key: str, default: str | None = None) -> str | None:
+        value = self.params.get(key, default)
+        return default if value in (None, "None", "null") else value  # study/ logs None as JSON null
+
+    def num(self, key: str, default: float = math.nan) -> float:
+        """A param as a number (params are logged as strings); NaN when absent or not numeric."""
+        try:
+            return float(self.params[key])
+        except (KeyError, TypeError, ValueError):
+            return default
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.history.get(key)
+
+
+@dataclass
+class StudyResults:
+    """A whole study: the parent run's tags and every finished child run."""
+
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_tags: dict[str, str]
+    runs: list[RunInfo]
+    failed: list[RunInfo] = field(default_factory=list)
+    data_dir: str | None = None  # overrides the runs' data_dir param (figures that need the CSV)
+    skipped: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
+
+    def select(self, trainable: str | None = None, group: str | None = None, **params: str) -> list[RunInfo]:
+        """Finished runs by tag and by exact param values (compared as strings, as logged)."""
+        out = []
+        for r in self.runs:
+            if trainable and r.trainable != trainable:
+                continue
+            if group and r.group != group:
+                continue
+            if any(r.params.get(k) != str(v) for k, v in params.items()):
+                continue
+            out.append(r)
+        return out
+
+    def skip(self, figure: str, reason: str) -> None:
+        """Record why a figure is missing so the report can say so instead of silently dropping it."""
+        self.skipped[figure] = reason
+
+    def table(self):
+        """Runs as a pandas DataFrame: one row per run, columns run/tags/params/final metrics."""
+        import pandas as pd
+
+        rows = []
+        for r in self.runs:
+            row = {"run_id": r.run_id, "name": r.name, "trainable": r.trainable, "group": r.group}
+            row.update({f"param.{k}": v for k, v in r.params.items()})
+            row.update({f"metric.{k}": v for k, v in r.metrics.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+def _artifacts(client, run, cache: Path) -> dict[str, Path]:
+    """Artefacts under results/: used in place for a local store, else downloaded (weights skipped)."""
+    local = _local_path(run.info.artifact_uri)
+    if local is not None and (local / ARTIFACT_DIR).is_dir():
+        root = local / ARTIFACT_DIR
+        return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+    found: dict[str, Path] = {}
+    try:
+        listing = client.list_artifacts(run.info.run_id, ARTIFACT_DIR)
+    except Exception:  # no artefacts at all, or a store that cannot list: the figures skip
+        return found
+    for item in listing:
+        if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
+            continue
+        dst = cache / run.info.run_id
+        dst.mkdir(parents=True, exist_ok=True)
+        path = Path(client.download_artifacts(run.info.run_id, item.path, str(dst)))
+        found[item.path.split("/", 1)[1]] = path
+    return found
+
+
+def _history(client, run_id: str, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for key in keys:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        by_step: dict[int, float] = {}
+        for m in points:
+            by_step[m.step] = m.value  # a resumed trial may re-log a step: keep the latest value
+        steps = np.array(sorted(by_step), dtype=np.int64)
+        out[key] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
+    return out
+
+
+def find_experiment(client, study_name: str | None):
+    """The named experiment, else the newest one that has a study parent run (skips MLflow's 'Default')."""
+    if study_name:
+        exp = client.get_experiment_by_name(study_name)
+        if exp is None:
+            names = [e.name for e in client.search_experiments()]
+            raise DataError(f"no study named {study_name!r}; the store has: {', '.join(names) or 'none'}", client.tracking_uri)
+        return exp
+    exps = client.search_experiments(order_by=["creation_time DESC"])
+    for exp in exps:
+        if client.search_runs([exp.experiment_id], "tags.`study.kind` != ''", max_results=1):
+            return exp
+    raise DataError("no study in this store (no experiment with a run tagged study.kind)", client.tracking_uri)
+
+
+def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str | Path | None = None) -> StudyResults:
+    """Read a study (newest when no name is given) with every child run's params, metrics, curves and artefacts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = find_experiment(client, study_name)
+    all_runs = []
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+        all_runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    parents = [r for r in all_runs if "study.kind" in r.data.tags and "mlflow.parentRunId" not in r.data.tags]
+    parents.sort(key=lambda r: r.info.start_time or 0)
+    parent_ids = {r.info.run_id for r in parents}
+    cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="study-report-"))
+    runs, failed = [], []
+    for r in all_runs:
+        tags = dict(r.data.tags)
+        if tags.get("mlflow.parentRunId") not in parent_ids and "trainable" not in tags:
+            continue
+        if r.info.run_id in parent_ids:
+            continue
+        info = RunInfo(
+            run_id=r.info.run_id,
+            name=r.info.run_name or r.info.run_id[:8],
+            status=r.info.status,
+            start_time=r.info.start_time or 0,
+            tags=tags,
+            params=dict(r.data.params),
+            metrics=dict(r.data.metrics),
+        )
+        if r.info.status != "FINISHED":
+            failed.append(info)
+            continue
+        info.history = _history(client, info.run_id, r.data.metrics.keys())
+        info.artifacts = _artifacts(client, r, cache)
+        runs.append(info)
+    runs.sort(key=lambda r: (r.start_time, r.name))
+    return StudyResults(
+        name=exp.name,
+        tracking_uri=tracking_uri,
+        experiment_id=exp.experiment_id,
+        parent_tags=dict(parents[-1].data.tags) if parents else {},
+        runs=runs,
+        failed=failed,
+    )

@@ -1,0 +1,236 @@
+"""A real MLflow sqlite store in the study layout, filled with plausible synthetic runs.
+
+This is test INPUT for analysis/ (what study/ would have written), built with the ordinary MLflow client:
+a parent run, fixed-design child runs (three cells x several L x seeds, a normalisation ablation, three KL
+weights), Optuna-style search trials and one FAILED trial. Knobs let a test change the numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COUNTRIES = {
+    "US": "us", "Brazil": "br", "India": "in", "France": "fr", "Germany": "de", "Italy": "it", "Spain": "es",
+    "Japan": "jp", "Korea, South": "kr", "Australia": "au", "Canada": "ca", "Mexico": "mx", "Russia": "ru",
+    "China": "cn", "South Africa": "za", "Egypt": "eg", "Algeria": "dz", "Argentina": "ar", "Chile": "cl",
+    "Peru": "pe", "Norway": "no", "Sweden": "se", "Poland": "pl", "Turkey": "tr", "Iran": "ir",
+    "Indonesia": "id", "Nigeria": "ng", "Kenya": "ke", "United Kingdom": "gb", "Diamond Princess": None,
+}
+SET_C = ["Algeria", "Brazil", "France", "Germany", "India", "Italy", "Spain", "US"]
+CELL_BASE = {"rnn": 0.70, "lstm": 0.78, "gru": 0.80}
+CELL_EPOCH_S = {"rnn": 0.4, "lstm": 0.9, "gru": 0.7}
+
+
+@dataclass
+class FixtureKnobs:
+    """What a test may change: best L per cell, random-vs-time gap, KL results."""
+
+    best_L: dict[str, int] = field(default_factory=lambda: {"rnn": 10, "lstm": 30, "gru": 20})
+    time_gap: float = 0.06
+    seq_lens: tuple[int, ...] = (10, 20, 30)
+    seeds: int = 2
+    epochs: int = 8
+    search_trials: int = 8
+    vae_search_trials: int = 6
+    image_size: int = 16
+    kl100_recon: float = 520.0  # nats/image of the KL x100 model's reconstruction
+
+
+def _metric_batch(history: dict[str, list[float]], t0: int):
+    from mlflow.entities import Metric
+
+    out = []
+    for key, values in history.items():
+        for epoch, v in enumerate(values, start=1):
+            out.append(Metric(key, float(v), t0 + epoch * 1000, epoch))
+    return out
+
+
+def _log_run(client, exp_id, parent_id, name, tags, params, history, files, t0, status="FINISHED", extra=None):
+    from mlflow.entities import Param, RunTag
+
+    all_tags = {"mlflow.parentRunId": parent_id, "git_commit": "0123abc", "data_hash": "feedbeef00112233", **tags}
+    run = client.create_run(exp_id, start_time=t0, tags=all_tags, run_name=name)
+    rid = run.info.run_id
+    metrics = _metric_batch(history, t0)
+    if extra:
+        from mlflow.entities import Metric
+
+        metrics += [Metric(k, float(v), t0 + 99_000, len(next(iter(history.values())))) for k, v in extra.items()]
+    params_l = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as study.tracking
+    for i in range(0, len(metrics), 900):
+        client.log_batch(rid, metrics=metrics[i : i + 900], params=params_l if i == 0 else [], tags=[])
+    if files:
+        with tempfile.TemporaryDirectory() as tmp:
+            for fname, content in files.items():
+                p = Path(tmp) / fname
+                if isinstance(content, bytes):
+                    p.write_bytes(content)
+                elif callable(content):
+                    content(p)
+                else:
+                    p.write_text(json.dumps(content))
+            client.log_artifacts(rid, tmp, "results")
+    client.set_terminated(rid, status, end_time=t0 + 100_000)
+    return rid
+
+
+def _seq_history(final: float, gap: float, epochs: int, cell: str, rng) -> dict[str, list[float]]:
+    e = np.arange(1, epochs + 1)
+    rise = 1 - np.exp(-e / (1.5 if cell == "gru" else 2.5))
+    test_acc = 0.5 + (final - 0.5) * rise + rng.normal(0, 0.004, epochs)
+    train_acc = test_acc + 0.02 * rise
+    return {
+        "train_loss": list(0.69 * np.exp(-e / 4) + 1.2 * (1 - final)),
+        "train_acc": list(train_acc),
+        "test_loss": list(0.69 * np.exp(-e / 4) + 1.3 * (1 - final)),
+        "test_acc": list(test_acc),
+        "test_acc_time": list(test_acc - gap * rise),
+        "epoch_time_s": list(CELL_EPOCH_S[cell] + rng.normal(0, 0.02, epochs).clip(-0.1, 0.1)),
+    }
+
+
+def _seq_params(cell, L, seed, norm="log1p", split="random", **over):
+    p = {
+        "cell": cell, "hidden_size": 32, "num_layers": 2, "seq_len": L, "norm": norm, "split": split,
+        "selection": "any-pair", "threshold": 0.7, "reference": "Algeria", "min_partners": 40,
+        "label": "next-higher", "date_range": "full", "lr": 0.001, "batch_size": 128, "epochs": 8,
+        "seed": seed, "data_dir": None, "train_frac": 0.75, "dropout": 0.0,
+    }
+    p.update(over)
+    return p
+
+
+def _seq_files(acc: float, rng, date="2023-03-10"):
+    n = 1000
+    tp = int(n / 2 * acc)
+    tn = int(n / 2 * acc)
+    preds = {
+        name: {"iso2": iso, "p_increase": float(rng.uniform(0.05, 0.95))} for name, iso in COUNTRIES.items()
+    }
+    return {
+        "summary.json": {"test_acc": acc, "n_countries_c": len(SET_C), "prediction_date": date, "n_train": 3000, "n_test": 1000},
+        "confusion.json": {"labels": ["no increase", "increase"], "matrix": [[tn, n // 2 - tn], [n // 2 - tp, tp]]},
+        "predictions.json": {"date": date, "countries": preds},
+    }
+
+
+def _blobs(rng, n, s):
+    low = rng.uniform(0, 255, (n, 3, 4, 4))
+    img = np.kron(low, np.ones((1, 1, s // 4, s // 4)))
+    return img
+
+
+def _vae_images(kl: float, rng, s: int):
+    real = _blobs(rng, 8, s)
+    if kl >= 50:  # posterior collapse: every reconstruction and sample is near the data mean
+        recon = np.broadcast_to(real.mean(0, keepdims=True), real.shape) + rng.normal(0, 3, real.shape)
+        samples = np.broadcast_to(real.mean(0, keepdims=True), (16, 3, s, s)) + rng.normal(0, 3, (16, 3, s, s))
+    elif kl == 0:  # sharp reconstructions, prior samples are off-manifold noise
+        recon = real + rng.normal(0, 5, real.shape)
+        samples = rng.uniform(0, 255, (16, 3, s, s))
+    else:
+        recon = 0.7 * real + 0.3 * real.mean() + rng.normal(0, 8, real.shape)
+        samples = _blobs(rng, 16, s) * 0.6 + 50
+    t = np.linspace(0, 1, 10)[:, None, None, None]
+    interp = (1 - t) * real[0] + t * real[1]
+    interp[0], interp[-1] = real[0], real[1]
+    u8 = lambda a: np.clip(a, 0, 255).astype(np.uint8)  # noqa: E731
+
+    def write(path: Path) -> None:
+        np.savez(path, real=u8(real), recon=u8(recon), samples=u8(samples), interp=u8(interp))
+
+    return write
+
+
+def _vae_history(kl: float, epochs: int, knobs: FixtureKnobs, scale: float = 1.0) -> tuple[dict, dict]:
+    e = np.arange(1, epochs + 1)
+    d = 3 * knobs.image_size**2
+    if kl >= 50:
+        recon, klv = knobs.kl100_recon + 60 * np.exp(-e / 2), 0.3 + 0.5 * np.exp(-e)
+    elif kl == 0:
+        recon, klv = 240 + 200 * np.exp(-e / 2), 150 + 30 * e
+    else:
+        recon, klv = 320 + 180 * np.exp(-e / 2), 28 - 8 * np.exp(-e / 2)
+    recon, klv = recon * scale, klv * (2 - scale)
+    neg = recon + klv
+    h = {
+        "train_loss": list(recon * 0.97 + kl * klv), "train_neg_elbo": list(neg * 0.97),
+        "test_neg_elbo": list(neg), "test_bits_per_dim": list(neg / (d * math.log(2))),
+        "test_recon": list(recon), "test_kl": list(klv), "epoch_time_s": [2.0] * epochs,
+    }
+    return h, {"test_iw_nll": float(neg[-1] * 0.98)}
+
+
+def _vae_params(kl, seed=0, **over):
+    p = {"arch": "conv", "kl_weight": kl, "latent_dim": 32, "image_size": 16, "lr": 0.001, "batch_size": 64,
+         "epochs": 8, "seed": seed, "channels": 32, "max_images": 2000, "test_frac": 0.1, "data_dir": None}
+    p.update(over)
+    return p
+
+
+def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | None = None) -> str:
+    """Write the store under root and return its tracking URI."""
+    from mlflow.tracking import MlflowClient
+
+    knobs = knobs or FixtureKnobs()
+    rng = np.random.default_rng(0)
+    uri = f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(name, artifact_location=(Path(root) / "artifacts").resolve().as_uri())
+    t = int(time.time() * 1000) - 10_000_000
+    parent = client.create_run(exp_id, start_time=t, run_name="study",
+                               tags={"study.kind": "homework", "study.preset": "smoke", "study.storage": str(root)})
+    pid = parent.info.run_id
+    t += 1
+    for cell, base in CELL_BASE.items():
+        for L in knobs.seq_lens:
+            bump = 0.05 if L == knobs.best_L[cell] else 0.0
+            for seed in range(knobs.seeds):
+                final = base + bump + rng.normal(0, 0.005)
+                t += 200_000
+                _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}_s{seed}", {"trainable": "sequence", "group": "fixed"},
+                         _seq_params(cell, L, seed), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
+                         _seq_files(final, rng), t)
+    for norm in ("none",):  # the ablation: without normalisation (log1p runs above are "with")
+        for seed in range(knobs.seeds):
+            t += 200_000
+            final = CELL_BASE["gru"] - 0.08 + rng.normal(0, 0.005)
+            _log_run(client, exp_id, pid, f"norm_{norm}_s{seed}", {"trainable": "sequence", "group": "fixed"},
+                     _seq_params("gru", 20, seed, norm=norm), _seq_history(final, knobs.time_gap, knobs.epochs, "gru", rng),
+                     _seq_files(final, rng), t)
+    for i in range(knobs.search_trials):
+        cell = ["rnn", "lstm", "gru"][i % 3]
+        lr = float(10 ** rng.uniform(-4, -2))
+        hidden = int(rng.choice([16, 32, 64]))
+        final = CELL_BASE[cell] + 0.04 * (1 - abs(math.log10(lr) + 3)) + hidden / 3000 + rng.normal(0, 0.01)
+        t += 200_000
+        _log_run(client, exp_id, pid, f"search_{i:03d}", {"trainable": "sequence", "group": "search"},
+                 _seq_params(cell, 20, 0, lr=lr, hidden_size=hidden), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
+                 _seq_files(final, rng), t)
+    t += 200_000
+    _log_run(client, exp_id, pid, "search_failed", {"trainable": "sequence", "group": "search", "error": "NonFiniteLossError"},
+             _seq_params("rnn", 20, 0, lr=0.5), {"train_loss": [0.7]}, None, t, status="FAILED")
+    for kl in (1.0, 100.0, 0.0):
+        h, extra = _vae_history(kl, knobs.epochs, knobs)
+        t += 200_000
+        _log_run(client, exp_id, pid, f"vae_kl{kl}", {"trainable": "vae", "group": "fixed"}, _vae_params(kl), h,
+                 {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra}, "images.npz": _vae_images(kl, rng, knobs.image_size)},
+                 t, extra=extra)
+    for i in range(knobs.vae_search_trials):
+        kl = float(rng.choice([0.1, 0.3, 1.0, 3.0, 10.0]))  # categorical, as in study.presets
+        latent = int(rng.choice([8, 16, 32]))
+        h, extra = _vae_history(1, knobs.epochs, knobs, scale=0.8 + 0.1 * math.log10(kl) + latent / 400)
+        t += 200_000
+        _log_run(client, exp_id, pid, f"vae_search_{i:03d}", {"trainable": "vae", "group": "search"},
+                 _vae_params(kl, latent_dim=latent, lr=float(10 ** rng.uniform(-4, -2.5))), h,
+                 {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra}, "images.npz": _vae_images(1, rng, knobs.image_size)},
+                 t, extra=extra)
+    client.set_terminated(pid, "FINISHED")
+    return uri
