@@ -16,7 +16,7 @@ import numpy as np
 
 from data.correlation import pearson_matrix, select_countries
 from data.countries import iso2_codes
-from data.covid import daily_new_cases, load_confirmed
+from data.covid import CovidSeries, daily_new_cases, load_confirmed
 from data.location import CONFIRMED_NAME, LOOKUP_NAME, covid_file, resolve_data_dir
 from data.windows import build_windows, check_options, default_cutoff, latest_inputs, split_indices
 
@@ -61,13 +61,34 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def build_sequence_data(cfg: CovidDataConfig | None = None) -> SequenceData:
-    """Always returns the time split beside the configured one, so every run can report the leak-free score."""
+@dataclass(frozen=True)
+class CovidSource:
+    """The parsed CSV and country codes: read once by a study's driver and shared with every trial."""
+
+    series: CovidSeries
+    date_range: str
+    csv_path: Path
+    iso2: dict[str, str]
+    data_hash: str
+
+
+def load_source(data_dir: str | None = None, date_range: str = "full") -> CovidSource:
+    csv_path = covid_file(resolve_data_dir(data_dir), CONFIRMED_NAME)
+    series = load_confirmed(csv_path, date_range)
+    iso, _unmapped = iso2_codes(covid_file(resolve_data_dir(data_dir), LOOKUP_NAME), series.countries)
+    return CovidSource(series=series, date_range=date_range, csv_path=csv_path, iso2=iso, data_hash=file_hash(csv_path))
+
+
+def build_sequence_data(cfg: CovidDataConfig | None = None, source: CovidSource | None = None) -> SequenceData:
+    """Always returns the time split beside the configured one, so every run can report the leak-free score.
+
+    `source` skips reading the CSV (a study's trials share one); it is re-read when its date range differs.
+    """
     cfg = cfg or CovidDataConfig()
-    data_dir = resolve_data_dir(cfg.data_dir)
-    csv_path = covid_file(data_dir, CONFIRMED_NAME)
-    series = load_confirmed(csv_path, cfg.date_range)
-    daily = daily_new_cases(series, cfg.revisions)
+    if source is None or source.date_range != cfg.date_range:
+        source = load_source(cfg.data_dir, cfg.date_range)
+    csv_path = source.csv_path
+    daily = daily_new_cases(source.series, cfg.revisions)
     check_options(len(daily.dates), cfg.seq_len, cfg.label, cfg.norm, cfg.split, cfg.train_frac, csv_path)
     corr, _zero = pearson_matrix(daily.values)
     chosen = select_countries(
@@ -81,11 +102,10 @@ def build_sequence_data(cfg: CovidDataConfig | None = None) -> SequenceData:
     tr, te = split_indices(win, cfg.split, cfg.train_frac, cfg.seed, csv_path)
     ttr, tte = split_indices(win, "time", cfg.train_frac, cfg.seed, csv_path)
     x_latest, latest = latest_inputs(daily, cfg.seq_len, cfg.norm, cutoff, cfg.train_frac)
-    iso, _unmapped = iso2_codes(covid_file(data_dir, LOOKUP_NAME), latest)
     return SequenceData(
         x_train=win.x[tr], y_train=win.y[tr], x_test=win.x[te], y_test=win.y[te],
         x_train_time=win.x[ttr], y_train_time=win.y[ttr], x_test_time=win.x[tte], y_test_time=win.y[tte],
-        x_latest=x_latest, latest_countries=latest, latest_iso2=[iso.get(c) for c in latest],
+        x_latest=x_latest, latest_countries=latest, latest_iso2=[source.iso2.get(c) for c in latest],
         prediction_date=str(daily.dates[-1] + np.timedelta64(1, "D")),
-        countries_c=chosen, data_hash=file_hash(csv_path),
+        countries_c=chosen, data_hash=source.data_hash,
     )

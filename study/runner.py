@@ -88,7 +88,8 @@ def load_dataset(part: Part) -> tuple[Any, str]:
     if part.kind == "covid":
         from data.sequence_data import load_source
 
-        return load_source(part.constants.get("data_dir"), part.constants.get("date_range", "full"))
+        source = load_source(part.constants.get("data_dir"), part.constants.get("date_range", "full"))
+        return source, source.data_hash
     from data.faces import load_faces
     from data.location import faces_source, resolve_data_dir
 

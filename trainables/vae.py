@@ -256,16 +256,23 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
 
 
 def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
-          artifact_dir=None) -> dict:
-    """The entry point of the study: config dict -> faces (cached by the data layer) -> seeded split -> fit."""
+          artifact_dir=None, data=None) -> dict:
+    """The entry point of the study: config dict -> faces (cached by the data layer) -> seeded split -> fit.
+
+    `data` is a FaceSet the caller already loaded (a study sends one through Ray's object store instead of
+    every trial reading the cache); it is used when its image size matches the config.
+    """
     from data.faces import load_faces, split_indices
     from data.location import faces_source, resolve_data_dir
 
     cfg = VAEConfig.from_dict(config)
-    faces = load_faces(faces_source(resolve_data_dir(cfg.data_dir)), size=cfg.image_size, resample=cfg.resample,
-                       progress=False, max_images=cfg.max_images)
-    train_idx, test_idx = split_indices(len(faces.images), test_frac=cfg.test_frac, seed=cfg.seed)
-    return fit(cfg, faces.images[train_idx], faces.images[test_idx], report, checkpoint_dir=checkpoint_dir,
+    faces = data
+    if faces is None or faces.images.shape[-1] != cfg.image_size:
+        faces = load_faces(faces_source(resolve_data_dir(cfg.data_dir)), size=cfg.image_size,
+                           resample=cfg.resample, progress=False, max_images=cfg.max_images)
+    images = faces.images if cfg.max_images is None else faces.images[: cfg.max_images]
+    train_idx, test_idx = split_indices(len(images), test_frac=cfg.test_frac, seed=cfg.seed)
+    return fit(cfg, images[train_idx], images[test_idx], report, checkpoint_dir=checkpoint_dir,
                resume_from=resume_from, artifact_dir=artifact_dir, info={"data_hash": faces.source_hash})
 
 
