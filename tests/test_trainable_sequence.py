@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.sequence_data import SequenceData
+from data.sequence_data import SequenceData, load_source
 from trainables.common import NonFiniteLossError
 from trainables.rnn_cells import ManualRNN, layer_forward
 from trainables.sequence import SequenceClassifier, SequenceConfig, fit, train
@@ -175,8 +175,9 @@ def test_artefacts_are_written(tmp_path):
 # ------------------------------------------------------------------------------------------- real data
 @pytest.mark.integration
 def test_real_covid_gru_beats_the_majority_rate(real_data_dir):
+    source = load_source(str(real_data_dir))  # as a study's driver does: read once, shared by the trials
     out = train({"cell": "gru", "seq_len": 30, "epochs": 5, "hidden_size": 32, "batch_size": 256, "lr": 5e-3,
-                 "data_dir": str(real_data_dir), "device": "cpu", "time_twin": False})
+                 "data_dir": str(real_data_dir), "device": "cpu", "time_twin": False}, data=source)
     assert out["test_acc"] > out["majority_rate"] + 0.05, {k: out[k] for k in ("test_acc", "majority_rate")}
     assert sum(map(sum, out["confusion"]["matrix"])) == out["n_test"]
     assert len(out["predictions"]) > 150  # every country with data, not only set C

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from data.sequence_data import CovidDataConfig, SequenceData, build_sequence_data
+from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
     Report, check_finite, config_from_dict, load_checkpoint, pick_device, rng_state, save_checkpoint,
     seed_everything, set_rng_state, write_json,
@@ -278,8 +278,13 @@ def _finish(cfg, data: SequenceData, t: dict, model: nn.Module, metrics: dict, a
 
 
 def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
-          artifact_dir=None) -> dict:
-    """The entry point of ARCHITECTURE.md: config dict -> windows from the data layer -> `fit`."""
+          artifact_dir=None, data: CovidSource | None = None) -> dict:
+    """The entry point of ARCHITECTURE.md: config dict -> windows from the data layer -> `fit`.
+
+    `data` is a `CovidSource` a study's driver read once and shares with every trial (re-read by the data layer
+    when its date range differs from the config's).
+    """
     cfg = SequenceConfig.from_dict(config)
-    data = build_sequence_data(cfg.data_config())
-    return fit(cfg, data, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from, artifact_dir=artifact_dir)
+    windows = build_sequence_data(cfg.data_config(), source=data)
+    return fit(cfg, windows, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+               artifact_dir=artifact_dir)
