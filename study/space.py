@@ -9,7 +9,8 @@ and then by their last intermediate value. So a stopped trial still informs the 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -37,25 +38,29 @@ def _in_space(spec: tuple, value: Any) -> bool:
     return spec[1] <= value <= spec[2]
 
 
-def define_by_run(part: Part) -> Callable[[optuna.Trial], dict]:
+@dataclass(frozen=True)
+class DefineByRun:
     """The define-by-run function: suggest every space key; the first len(fixed) trials are the fixed runs.
 
     Optuna hands out enqueued points first, in order, so trial.number < n_fixed is the index of the fixed run.
     Returning the full fixed run overrides the suggestions, so a fixed trial gets exactly its values (seed and
-    norm included, which are not part of the space).
+    norm included, which are not part of the space). A class, not a closure: Tune pickles the searcher with
+    the experiment state so that a study can be resumed.
     """
-    _, extras = split_fixed(part)
-    space = dict(part.space)
-    fixed = [dict(run) for run in part.fixed]
 
-    def suggest(trial: optuna.Trial) -> dict[str, Any]:
-        for name, spec in space.items():
+    space: dict[str, tuple]
+    fixed: tuple[dict[str, Any], ...]
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        for name, spec in self.space.items():
             _suggest_one(trial, name, spec)
-        if trial.number < len(fixed):
-            return {**fixed[trial.number], "group": "fixed"}
+        if trial.number < len(self.fixed):
+            return {**self.fixed[trial.number], "group": "fixed"}
         return {"group": "search"}
 
-    return suggest
+
+def define_by_run(part: Part) -> DefineByRun:
+    return DefineByRun(space=dict(part.space), fixed=tuple(dict(run) for run in part.fixed))
 
 
 def _suggest_one(trial: optuna.Trial, name: str, spec: tuple) -> Any:

@@ -70,3 +70,17 @@ def test_define_by_run_is_plain_optuna():
     study = optuna.create_study(direction="minimize")
     study.optimize(lambda t: (define_by_run(part)(t), 1.0)[1], n_trials=3)
     assert set(study.trials[0].params) == set(part.space)
+
+
+def test_searcher_pickles_for_resume(tmp_path):
+    """Tune saves the searcher with the experiment state; a closure in it would break every study."""
+    part = _part("homework", "vae")
+    searcher = build_searcher(part, seed=0)
+    searcher.set_search_properties(part.metric, part.mode, {})
+    searcher.suggest("t0")
+    searcher.save(str(tmp_path / "s.pkl"))
+    again = build_searcher(part, seed=0)
+    again.restore(str(tmp_path / "s.pkl"))
+    states = [t.state for t in again._ot_study.trials]
+    assert states.count(optuna.trial.TrialState.RUNNING) == 1  # the one asked for
+    assert states.count(optuna.trial.TrialState.WAITING) == len(part.fixed) - 1  # fixed runs still queued
