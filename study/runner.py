@@ -110,6 +110,21 @@ def _ray_init(spec: StudySpec) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
+def auto_concurrency(spec: StudySpec) -> int:
+    """As many trials as the cluster's CPUs (and GPUs) hold at once.
+
+    Tune would otherwise keep one trial pending behind a searcher, so trials would start one by one; with
+    max_concurrent_trials set it wraps the searcher in a ConcurrencyLimiter and keeps that many pending.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    n = int(res.get("CPU", 1) // spec.cpus_per_trial)
+    if spec.gpus_per_trial > 0:
+        n = min(n, int(res.get("GPU", 0) // spec.gpus_per_trial))
+    return max(1, n)
+
+
 def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
     """Fit (or restore and finish) one part; returns its summary (None values when interrupted)."""
     from ray import tune
@@ -138,13 +153,14 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
                 search_alg=build_searcher(part, seed=spec.seed),
                 scheduler=build_scheduler(part, part.scheduler),
                 num_samples=part.total_trials,
-                max_concurrent_trials=spec.max_concurrent,
+                max_concurrent_trials=spec.max_concurrent or auto_concurrency(spec),
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=part.kind,
                 storage_path=str(Path(spec.study_dir).resolve()),
                 verbose=1,
+                progress_reporter=progress_table(part),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
                 checkpoint_config=tune.CheckpointConfig(
@@ -154,6 +170,23 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
         )
     grid = tuner.fit()
     return summarize(part, grid, time.time() - started)
+
+
+PROGRESS_METRICS = {
+    "covid": {"epoch": "epoch", "train_acc": "train acc", "test_acc": "test acc", "test_acc_time": "test acc (time)"},
+    "vae": {"epoch": "epoch", "train_loss": "objective", "test_neg_elbo": "test -ELBO", "test_bits_per_dim": "bits/dim"},
+}
+
+
+def progress_table(part: Part) -> Any:
+    """A compact table (searched parameters and a few metrics) every 15 s instead of a box per result."""
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        metric_columns=PROGRESS_METRICS[part.kind],
+        parameter_columns=[*part.space, "group"],
+        max_report_frequency=15, sort_by_metric=False, max_progress_rows=40,
+    )
 
 
 def summarize(part: Part, grid: Any, wall_s: float) -> dict[str, Any]:
@@ -191,12 +224,13 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
     study_dir = Path(spec.study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     parts = parts if parts is not None else spec.parts()
-    if spec.max_concurrent:
-        # With a searcher Tune keeps one trial pending at a time, so trials would start one by one.
-        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
     if not spec.address:
         # A local, single-user cluster: skip Ray's token auth (and its warning at every start).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray's new console output ignores a progress reporter; the classic one prints our compact table.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # One forced state snapshot per checkpoint is what makes every finished epoch survive a kill.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if spec.parent_run_id is None:
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
             "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve())})
@@ -221,9 +255,18 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
         save_spec(spec)
     tracking.finish_study(info, "FINISHED", {f"{s['kind']}_{k}": v for s in summaries for k, v in s.items()
                                              if k != "best"} | {"summaries": summaries})
+    _ray_shutdown(spec)
     print(f"study: done. MLflow: mlflow ui --backend-store-uri {spec.mlflow_uri} --workers 1", flush=True)
     print(f"study: report: study report --storage {study_dir.parent} --name {spec.name}", flush=True)
     return 0
+
+
+def _ray_shutdown(spec: StudySpec) -> None:
+    """Stop the local Ray we started (not a cluster we joined) before printing the last lines."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def print_summary(summary: dict[str, Any]) -> None:

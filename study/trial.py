@@ -6,6 +6,7 @@ retried trial gets its last checkpoint back through `tune.get_checkpoint()` and 
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 import traceback
 from pathlib import Path
@@ -36,6 +37,8 @@ def _train_fn(kind: str) -> Callable[..., dict]:
 def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info: TrackingInfo,
               data_hash: str, threads: int) -> None:
     """Run one trial of `kind` on the preloaded `dataset` (shared through the object store, not re-read)."""
+    # Ray logs a line per persisted checkpoint (one per epoch); the progress table is enough.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     group = str(config.get("group", "search"))
