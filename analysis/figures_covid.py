@@ -6,6 +6,8 @@ the study lacks the runs or the data the figure needs.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,8 @@ def top_correlated(corr: np.ndarray, n: int = 30) -> np.ndarray:
     so that blocks of co-moving countries sit together."""
     off = np.array(corr, dtype=float)
     np.fill_diagonal(off, np.nan)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row (zero-variance country) scores -inf below
         score = np.nanmean(off, axis=1)
     score = np.where(np.isfinite(score), score, -np.inf)
     idx = np.argsort(-score)[: min(n, int(np.isfinite(score).sum()))]
@@ -253,6 +256,8 @@ def fig_world_map(results: StudyResults, out_dir) -> Path | None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "covid_world_map.svg"
-    path.write_bytes(chart.render())
+    # pygal fades values inside a series (opacity .3..1); full opacity makes each colour match its legend bin
+    svg = re.sub(rb"fill-opacity: [0-9.]+", b"fill-opacity: 1", chart.render())
+    path.write_bytes(svg)
     (out / "covid_world_map_unmapped.json").write_text(json.dumps(unmapped))
     return path

@@ -1,0 +1,223 @@
+"""The report folder: index.html (offline: figures beside it, no CDN) and report.md built from the same blocks.
+
+`write_report(results, out_dir)` draws every figure into out_dir/figures, then writes both documents. A figure
+that cannot be drawn is listed with its reason instead of breaking the report.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
+from analysis.common import fmt_num
+from analysis.results import StudyResults
+
+# (problem, key, caption, function)
+FIGURES = [
+    ("covid", "corr_all", "Pearson correlation of daily new cases for every pair of countries.", figures_covid.fig_corr_all),
+    ("covid", "corr_top", "The most correlated countries (by mean correlation), clustered.", figures_covid.fig_corr_top),
+    ("covid", "cell_curves", "Train/test accuracy and loss per epoch for RNN, LSTM and GRU.", figures_covid.fig_cell_curves),
+    ("covid", "acc_vs_L", "Final test accuracy against L per cell, random and time split.", figures_covid.fig_acc_vs_L),
+    ("covid", "norm_effect", "Learning curves with and without input normalisation.", figures_covid.fig_norm_effect),
+    ("covid", "confusion", "Confusion matrix of the best model on its test split.", figures_covid.fig_confusion),
+    ("covid", "world_map", "P(increase) on the next, unlabelled day per country (pygal).", figures_covid.fig_world_map),
+    ("covid", "covid_search_history", "Optuna optimisation history of the COVID search.", figures_search.fig_covid_search_history),
+    ("covid", "covid_search_importance", "Parameter importances of the COVID search.", figures_search.fig_covid_search_importance),
+    ("vae", "vae_elbo", "Negative ELBO per epoch for KL weight 1, 100, 0: nats/image and bits/dim.", figures_vae.fig_vae_elbo),
+    ("vae", "vae_terms", "Reconstruction and KL terms per epoch.", figures_vae.fig_vae_terms),
+    ("vae", "vae_reconstructions", "Real held-out images and their reconstructions, per KL weight.", figures_vae.fig_vae_reconstructions),
+    ("vae", "vae_samples", "Samples from the prior, per KL weight.", figures_vae.fig_vae_samples),
+    ("vae", "vae_interpolation", "Interpolation between two real images' latent codes, per KL weight.", figures_vae.fig_vae_interpolation),
+    ("vae", "vae_tradeoff", "KL against reconstruction term over all VAE runs.", figures_vae.fig_vae_tradeoff),
+    ("vae", "vae_search_history", "Optuna optimisation history of the VAE search.", figures_search.fig_vae_search_history),
+    ("vae", "vae_search_importance", "Parameter importances of the VAE search.", figures_search.fig_vae_search_importance),
+]
+TRAINABLE = {"covid": "sequence", "vae": "vae"}
+
+
+def draw_figures(results: StudyResults, fig_dir: Path) -> dict[str, Path | None]:
+    """Every figure of the studied problems; an exception becomes a skip note (one bad artefact must not sink all)."""
+    out: dict[str, Path | None] = {}
+    for problem, key, _caption, fn in FIGURES:
+        if not results.select(trainable=TRAINABLE[problem]):
+            continue
+        try:
+            out[key] = fn(results, fig_dir)
+        except Exception as err:
+            results.skip(key, f"failed: {type(err).__name__}: {err}")
+            out[key] = None
+    return out
+
+
+def _fig(figs, key, out_dir):
+    caption = next(c for _p, k, c, _f in FIGURES if k == key)
+    path = figs.get(key)
+    if path is None:
+        reason = figs.get("__skipped__", {}).get(key)
+        return ("p", f"[Figure '{key}' not drawn: {reason}]") if reason else None
+    return ("fig", Path(os.path.relpath(path, out_dir)).as_posix(), caption)
+
+
+def _covid_blocks(results, figs, out_dir) -> list:
+    b: list = [("h2", "Problem 1: COVID-19, recurrent classifier of a next-day increase")]
+    best = covid_runs.best_sequence_run(results)
+    if best is None:
+        return b + [("p", "This study has no finished COVID (sequence) runs.")]
+    summary = json.loads(best.artifacts["summary.json"].read_text()) if "summary.json" in best.artifacts else None
+    b += [("h3", "Data and preprocessing (from the best run's config)")]
+    b += [("list", describe.sequence_preprocessing(best, summary))]
+    b += [("h3", "Architecture"), ("p", f"Best run {best.name}: {best.param('cell', '?').upper()}, hidden size "
+          f"{best.param('hidden_size')}, {best.param('num_layers')} layer(s), optimiser {best.param('optimizer', 'adam')}, "
+          f"lr {best.param('lr')}, batch {best.param('batch_size')}, {best.param('epochs')} epochs.")]
+    model = describe.sequence_model(best)
+    if model:
+        b.append(("pre", model))
+    b += [("h3", "i. Correlation between countries"), _fig(figs, "corr_all", out_dir), _fig(figs, "corr_top", out_dir)]
+    c = covid_runs.set_c(results)
+    b.append(("h3", "ii. The set C"))
+    if c:
+        rows = [["strategy", c["strategy"]], ["threshold", c["threshold"]], ["size", str(c["size"])]]
+        rows += [["reference", c["reference"]]] if c.get("reference") else []
+        rows += [["min partners", c["min_partners"]]] if c.get("min_partners") else []
+        b.append(("table", ["", "value"], rows))
+        b.append(("p", "Countries: " + ", ".join(c["countries"]) if c["countries"] else
+                  f"The country list was not logged and could not be recomputed: {c.get('error', 'unknown')}"))
+    b += [("h3", "iii. Training and test accuracy"), _fig(figs, "cell_curves", out_dir)]
+    b += [("h3", "iv. RNN vs LSTM vs GRU, and the sequence length L")]
+    rows = covid_runs.acc_vs_L(results)
+    if rows:
+        b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "test acc (time split)", "95% CI ±"],
+                  [[r.cell.upper(), str(r.seq_len), str(r.n), fmt_num(r.acc_random), fmt_num(r.ci_random),
+                    fmt_num(r.acc_time), fmt_num(r.ci_time)] for r in rows]))
+    b += [_fig(figs, "acc_vs_L", out_dir), _fig(figs, "norm_effect", out_dir)]
+    b += [("h3", "Best model"), _fig(figs, "confusion", out_dir)]
+    b += [("h3", "v. Probability of an increase, world map"), _fig(figs, "world_map", out_dir)]
+    unmapped = out_dir / "figures" / "covid_world_map_unmapped.json"
+    if figs.get("world_map") and unmapped.is_file():
+        names = json.loads(unmapped.read_text())
+        if names:
+            b.append(("p", f"Not on pygal's world map (no ISO code or no shape): {', '.join(names)}."))
+    b += [("h3", "Hyperparameter search (Optuna)"), _fig(figs, "covid_search_history", out_dir),
+          _fig(figs, "covid_search_importance", out_dir)]
+    b += [("h3", "vi. Discussion")] + [("p", p) for p in discussion.covid_discussion(results)]
+    return b
+
+
+def _vae_blocks(results, figs, out_dir) -> list:
+    b: list = [("h2", "Problem 2: variational autoencoder on anime faces")]
+    runs = vae_runs.by_weight(results)
+    ref = runs.get(1.0) or next(iter(runs.values()), None) or (results.select(trainable="vae") or [None])[0]
+    if ref is None:
+        return b + [("p", "This study has no finished VAE runs.")]
+    b += [("h3", "i. Preprocessing and architecture (from the KL x1 run's config)"), ("list", describe.vae_preprocessing(ref))]
+    model = describe.vae_model(ref)
+    if model:
+        b.append(("pre", model))
+    b += [("h3", "ii. Learning curves (vi: KL x100, vii: KL x0 on the same axes)"), _fig(figs, "vae_elbo", out_dir),
+          _fig(figs, "vae_terms", out_dir)]
+    b += [("h3", "iii. Reconstructions"), _fig(figs, "vae_reconstructions", out_dir)]
+    b += [("h3", "iv. Samples from the prior"), _fig(figs, "vae_samples", out_dir)]
+    b += [("h3", "v. Interpolation in latent space"), _fig(figs, "vae_interpolation", out_dir)]
+    b += [("h3", "KL / reconstruction trade-off and the search"), _fig(figs, "vae_tradeoff", out_dir),
+          _fig(figs, "vae_search_history", out_dir), _fig(figs, "vae_search_importance", out_dir)]
+    b += [("h3", "viii. Discussion: the effect of the KL term")] + [("p", p) for p in discussion.vae_discussion(results)]
+    return b
+
+
+def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
+    counts = {}
+    for r in results.runs:
+        counts[(r.trainable, r.group)] = counts.get((r.trainable, r.group), 0) + 1
+    b: list = [("h1", f"Study report: {results.name}")]
+    b.append(("p", f"Kind {results.parent_tags.get('study.kind', '?')}, preset {results.parent_tags.get('study.preset', '?')}; "
+              f"{len(results.runs)} finished runs (" + ", ".join(f"{n} {t}/{g}" for (t, g), n in sorted(counts.items()))
+              + f"), {len(results.failed)} not finished. Tracking store: {results.tracking_uri}. "
+              f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."))
+    if results.failed:
+        b.append(("list", [f"{r.name} ({r.trainable}/{r.group}): {r.status}" + (f", {r.tags['error']}" if r.tags.get("error") else "")
+                           for r in results.failed]))
+    b += _covid_blocks(results, figs, out_dir) + _vae_blocks(results, figs, out_dir)
+    if results.skipped:
+        b += [("h2", "Figures not drawn"), ("list", [f"{k}: {v}" for k, v in results.skipped.items()])]
+    return [x for x in b if x is not None]
+
+
+STATUS_JS = """(function(){var errs=[];window.addEventListener('error',function(e){var t=e.target;
+errs.push(t&&t.getAttribute?('load '+(t.getAttribute('src')||t.getAttribute('data'))):String(e.message));},true);
+window.addEventListener('load',function(){var imgs=[].slice.call(document.images);
+var bad=imgs.filter(function(i){return !i.complete||i.naturalWidth===0;}).map(function(i){return i.getAttribute('src');});
+var el=document.getElementById('load-status');el.setAttribute('data-images',String(imgs.length));
+el.setAttribute('data-broken',bad.join(' '));el.setAttribute('data-errors',errs.join(' | '));el.setAttribute('data-done','1');});})();"""
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
+       "img{max-width:100%;height:auto;border:1px solid #ddd}figure{margin:1.2em 0}figcaption{color:#555;font-size:.9em}"
+       "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+       "pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}h2{border-bottom:2px solid #444;margin-top:2em}")
+
+
+def to_html(blocks: list, title: str) -> str:
+    e = html.escape
+    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+           f"<style>{CSS}</style><script>{STATUS_JS}</script></head><body>"]
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "h3", "p"):
+            out.append(f"<{kind}>{e(blk[1])}</{kind}>")
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in blk[1]) + "</ul>")
+        elif kind == "pre":
+            out.append(f"<pre>{e(blk[1])}</pre>")
+        elif kind == "table":
+            head = "".join(f"<th>{e(h)}</th>" for h in blk[1])
+            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in blk[2])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "fig":
+            src, cap = e(blk[1]), e(blk[2])
+            link = f" <a href='{src}'>open the SVG</a>" if src.endswith(".svg") else ""
+            out.append(f"<figure><img src='{src}' alt='{cap}'><figcaption>{cap}{link}</figcaption></figure>")
+    out.append("<p id='load-status' hidden></p></body></html>")
+    return "\n".join(out)
+
+
+def to_markdown(blocks: list) -> str:
+    out = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + blk[1])
+        elif kind == "p":
+            out.append(blk[1])
+        elif kind == "list":
+            out.append("\n".join(f"- {i}" for i in blk[1]))
+        elif kind == "pre":
+            out.append("```\n" + blk[1] + "\n```")
+        elif kind == "table":
+            rows = [blk[1], ["---"] * len(blk[1])] + blk[2]
+            out.append("\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows))
+        elif kind == "fig":
+            out.append(f"![{blk[2]}]({blk[1]})\n\n*{blk[2]}*")
+    return "\n\n".join(out) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    """Temp file + rename: a reader never sees half a report."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def write_report(results: StudyResults, out_dir) -> Path:
+    """Draw the figures and write index.html + report.md into out_dir; returns the index.html path."""
+    out = Path(out_dir).resolve()
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figs = draw_figures(results, fig_dir)
+    figs["__skipped__"] = results.skipped  # type: ignore[assignment]
+    blocks = build_blocks(results, figs, out)
+    _write(out / "report.md", to_markdown(blocks))
+    index = out / "index.html"
+    _write(index, to_html(blocks, f"Study report: {results.name}"))
+    return index
