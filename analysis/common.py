@@ -20,7 +20,13 @@ plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.titlesize": 11, "
 
 
 def save(fig, out_dir: str | Path, name: str) -> Path:
-    """Write a PNG and close the figure (many figures in one process must not pile up in memory)."""
+    """Write a PNG and close the figure (many figures in one process must not pile up in memory).
+    Axes labelled 'epoch' or 'trial...' get whole-number ticks (a 2-epoch run must not show epoch 1.2)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch" or ax.get_xlabel().startswith("trial"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / name

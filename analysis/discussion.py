@@ -154,7 +154,7 @@ def search_paragraph(results: StudyResults, trainable: str) -> str | None:
     best = pick(runs, key=lambda r: r.metrics[metric])
     varied = figures_search.infer_distributions(runs)
     cfg = ", ".join(f"{k}={_short(best.params[k])}" for k in varied) or "no parameter varied"
-    text = f"The search ran {len(runs)} trials; the best reached {metric} = {best.metrics[metric]:.4g} ({cfg})."
+    text = f"The search ran {len(runs)} trial{'s' if len(runs) != 1 else ''}; the best reached {metric} = {best.metrics[metric]:.4g} ({cfg})."
     try:
         imp = figures_search.param_importances(results, trainable)
     except Exception:

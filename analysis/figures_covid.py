@@ -213,7 +213,7 @@ def fig_confusion(results: StudyResults, out_dir) -> Path | None:
 
 
 P_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
-P_COLOURS = ("#2166ac", "#67a9cf", "#bdbdbd", "#ef8a62", "#b2182b")
+P_COLOURS = ("#2166ac", "#67a9cf", "#f2e394", "#ef8a62", "#b2182b")  # no grey: white/grey read as "no data"
 
 
 def world_map_values(predictions: dict) -> tuple[list[dict[str, float]], list[str]]:

@@ -37,7 +37,7 @@ def infer_distributions(runs: list[RunInfo]) -> dict:
     import optuna.distributions as d
 
     out = {}
-    keys = sorted(set().union(*(r.params for r in runs)) - NOT_SEARCHED)
+    keys = sorted(set().union(*(r.logged_params or r.params for r in runs)) - NOT_SEARCHED)
     for key in keys:
         values = [r.params.get(key) for r in runs]
         if None in values or len(set(values)) < 2:

@@ -29,10 +29,11 @@ class RunInfo:
     status: str
     start_time: int  # ms since epoch; orders the search trials
     tags: dict[str, str]
-    params: dict[str, str]
+    params: dict[str, str]  # the full config: logged params over the trainable's defaults
     metrics: dict[str, float]  # last logged value of each metric
     history: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # key -> (steps, values)
     artifacts: dict[str, Path] = field(default_factory=dict)  # name under results/ -> local file
+    logged_params: dict[str, str] = field(default_factory=dict)  # exactly what the run logged
 
     @property
     def trainable(self) -> str:
@@ -98,6 +99,29 @@ class StudyResults:
             row.update({f"metric.{k}": v for k, v in r.metrics.items()})
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def config_defaults(trainable: str) -> dict[str, str]:
+    """The trainable's config defaults, logged-style (JSON for non-strings): a run that did not log a key used these.
+
+    study/ logs the config dict it passed, which may leave out keys the trainable filled from its defaults."""
+    import dataclasses
+    import json
+
+    try:
+        if trainable == "sequence":
+            from trainables.sequence import SequenceConfig as cls
+        elif trainable == "vae":
+            from trainables.vae import VAEConfig as cls
+        else:
+            return {}
+    except ImportError:  # analysis of a store without the trainables installed: logged params only
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default if isinstance(f.default, str) else json.dumps(f.default)
+    return out
 
 
 def _local_path(uri: str) -> Path | None:
@@ -174,6 +198,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     parent_ids = {r.info.run_id for r in parents}
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="study-report-"))
     runs, failed = [], []
+    defaults = {t: config_defaults(t) for t in ("sequence", "vae")}
     for r in all_runs:
         tags = dict(r.data.tags)
         if tags.get("mlflow.parentRunId") not in parent_ids and "trainable" not in tags:
@@ -186,8 +211,9 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
             status=r.info.status,
             start_time=r.info.start_time or 0,
             tags=tags,
-            params=dict(r.data.params),
+            params={**defaults.get(tags.get("trainable", ""), {}), **r.data.params},
             metrics=dict(r.data.metrics),
+            logged_params=dict(r.data.params),
         )
         if r.info.status != "FINISHED":
             failed.append(info)

@@ -51,6 +51,8 @@ def test_load_study_reads_runs_histories_and_artefacts(results):
     assert list(steps) == list(range(1, 9)) and values[-1] == pytest.approx(run.metrics["test_acc"])
     assert {"summary.json", "confusion.json", "predictions.json"} <= set(run.artifacts)
     assert run.param("data_dir") is None  # logged as JSON null
+    # a key the run did not log is the trainable's default (study/ logs only the config it passed)
+    assert "optimizer" not in run.logged_params and run.params["optimizer"] == "adam"
     assert len(results.table()) == 37
 
 
