@@ -82,8 +82,9 @@ PRESETS: dict[str, dict[str, Part]] = {
         "covid": Part(
             kind="covid",
             constants={"epochs": 2, "batch_size": 128, "date_range": "homework", "split": "random", "seed": 0},
-            space={k: v for k, v in COVID_SPACE.items() if k != "norm"} | {"hidden_size": ("categorical", [8, 16])},
-            fixed=[{"cell": c, "seq_len": 10, "hidden_size": 16, "num_layers": 1, "lr": 1e-2} for c in ("rnn", "gru")],
+            space=COVID_SPACE | {"hidden_size": ("categorical", [8, 16])},
+            # Every report figure has its runs: three cells at two L, and one run without normalisation.
+            fixed=_covid_fixed([5, 10], seeds=[0], hidden=16, lr=1e-2, layers=1),
             num_samples=2, scheduler="asha", grace_period=1, metric=COVID_METRIC[0], mode=COVID_METRIC[1],
         ),
         "vae": Part(
@@ -91,7 +92,7 @@ PRESETS: dict[str, dict[str, Part]] = {
             constants={"epochs": 2, "batch_size": 128, "image_size": 16, "max_images": 512, "iw_samples": 8, "seed": 0},
             space={k: v for k, v in VAE_SPACE.items() if k != "arch"} | {"latent_dim": ("categorical", [4, 8])},
             fixed=[{"kl_weight": w, "latent_dim": 8, "lr": 1e-3} for w in (1.0, 100.0, 0.0)],
-            num_samples=1, scheduler="none", metric=VAE_METRIC[0], mode=VAE_METRIC[1],
+            num_samples=2, scheduler="none", metric=VAE_METRIC[0], mode=VAE_METRIC[1],
         ),
     },
     "homework": {

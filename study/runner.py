@@ -141,7 +141,8 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
     )
     path = Path(spec.study_dir) / part.kind
     started = time.time()
-    if tune.Tuner.can_restore(str(path)):
+    resumed = tune.Tuner.can_restore(str(path))
+    if resumed:
         print(f"study: resuming {part.kind} from {path}", flush=True)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
@@ -169,7 +170,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
             ),
         )
     grid = tuner.fit()
-    return summarize(part, grid, time.time() - started)
+    return summarize(part, grid, time.time() - started, resumed)
 
 
 PROGRESS_METRICS = {
@@ -189,8 +190,11 @@ def progress_table(part: Part) -> Any:
     )
 
 
-def summarize(part: Part, grid: Any, wall_s: float) -> dict[str, Any]:
-    """Best trial, counts and the study overhead per trial (wall time minus training time)."""
+def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False) -> dict[str, Any]:
+    """Best trial, counts and the study overhead per trial (wall time minus training time).
+
+    After a resume, trials carry training time from before the interruption, so no overhead is given.
+    """
     results = list(grid)
     finished = [r for r in results if r.error is None and r.metrics]
     errors = [r for r in results if r.error is not None]
@@ -198,7 +202,7 @@ def summarize(part: Part, grid: Any, wall_s: float) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "kind": part.kind, "trials": len(results), "planned": part.total_trials,
         "errored": len(errors), "wall_s": round(wall_s, 2), "trial_train_s": round(train_s, 2),
-        "overhead_per_trial_s": round((wall_s - train_s) / max(1, len(results)), 3),
+        "overhead_per_trial_s": None if resumed else round((wall_s - train_s) / max(1, len(results)), 3),
         "complete": len(results) >= part.total_trials and grid.num_terminated + grid.num_errors >= part.total_trials,
     }
     scored = [r for r in finished if part.metric in r.metrics]
@@ -272,7 +276,8 @@ def _ray_shutdown(spec: StudySpec) -> None:
 def print_summary(summary: dict[str, Any]) -> None:
     print(f"\n== {summary['kind']}: {summary['trials']} trials ({summary['errored']} errored), "
           f"wall {summary['wall_s']:.1f} s, training {summary['trial_train_s']:.1f} s, "
-          f"overhead {summary['overhead_per_trial_s']:.2f} s/trial", flush=True)
+          + ("resumed" if summary["overhead_per_trial_s"] is None
+             else f"overhead {summary['overhead_per_trial_s']:.2f} s/trial"), flush=True)
     best = summary.get("best")
     if best:
         cfg = ", ".join(f"{k}={v}" for k, v in sorted(best["config"].items()))

@@ -6,6 +6,7 @@ retried trial gets its last checkpoint back through `tune.get_checkpoint()` and 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import traceback
@@ -24,14 +25,21 @@ TRAINABLE_NAME = {"covid": "sequence", "vae": "vae"}
 STUDY_KEYS = ("group",)
 
 
-def _train_fn(kind: str) -> Callable[..., dict]:
+def _trainable(kind: str) -> tuple[Callable[..., dict], Any]:
+    """The trainable's train function and config class."""
     if kind == "covid":
-        from trainables.sequence import train
+        from trainables.sequence import SequenceConfig as config_cls, train
     elif kind == "vae":
-        from trainables.vae import train
+        from trainables.vae import VAEConfig as config_cls, train
     else:
         raise ValueError(f"unknown trainable kind {kind!r}")
-    return train
+    return train, config_cls
+
+
+def full_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Every config value the trial runs with, defaults included, so MLflow params describe the run whole."""
+    _, config_cls = _trainable(kind)
+    return dataclasses.asdict(config_cls.from_dict(config))
 
 
 def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info: TrackingInfo,
@@ -46,11 +54,19 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
     train_config.setdefault("num_threads", threads)
     if threads > 0:
         torch.set_num_threads(threads)
+    train, _ = _trainable(kind)
+    try:
+        params = full_config(kind, train_config)
+    except (ValueError, TypeError) as err:  # a bad key: still log the run, then fail it
+        params = train_config
+        config_error: Exception | None = err
+    else:
+        config_error = None
     run_id = tracking.trial_run(
         tracking_info, trial_id, trial_name,
         tags={"trainable": TRAINABLE_NAME[kind], "group": group, "data_hash": data_hash,
               "ray.node_id": ray.get_runtime_context().get_node_id()},
-        params=train_config,
+        params=params,
     )
     uri = tracking_info.uri
     with tempfile.TemporaryDirectory(prefix="trial-") as work:
@@ -66,7 +82,9 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
         try:
-            _train_fn(kind)(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+            if config_error is not None:
+                raise config_error
+            train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                             artifact_dir=artifact_dir, data=dataset)
         except Exception as err:
             tracking.end_trial(uri, run_id, "FAILED", tags={

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.presets import PRESETS
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,16 +60,19 @@ def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
     client, parent, children = store(study_dir)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["study.preset"] == "smoke"
-    assert len(children) == 4  # 2 fixed + 2 searched
+    part = PRESETS["smoke"]["covid"]
+    assert len(children) == part.total_trials
     for run in children:
         assert run.info.status == "FINISHED"
-        assert {"cell", "seq_len", "hidden_size", "lr", "epochs"} <= set(run.data.params)
+        # every config value, defaults included (selection, threshold, norm were never set by the preset)
+        assert {"cell", "seq_len", "hidden_size", "lr", "epochs", "selection", "threshold", "norm"} <= set(run.data.params)
         assert run.data.tags["trainable"] == "sequence" and run.data.tags["data_hash"]
         history = client.get_metric_history(run.info.run_id, "test_acc")
         assert [m.step for m in history] == [1, 2]
         names = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
         assert {"results/predictions.json", "results/confusion.json"} <= names
-    assert sorted(r.data.tags["group"] for r in children) == ["fixed", "fixed", "search", "search"]
+    groups = [r.data.tags["group"] for r in children]
+    assert groups.count("fixed") == len(part.fixed) and groups.count("search") == part.num_samples
     # Two trials at once: some pair of runs overlaps in time.
     spans = sorted((r.info.start_time, r.info.end_time) for r in children)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
@@ -80,7 +85,7 @@ def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
           "--num-samples", "0", "--scheduler", "none", "--fixed", bad)
     _, _, children = store(tmp_path / "fail")
     status = sorted(r.info.status for r in children)
-    assert status == ["FAILED", "FINISHED", "FINISHED"], status
+    assert status == ["FAILED"] + ["FINISHED"] * len(PRESETS["smoke"]["covid"].fixed), status
     failed = next(r for r in children if r.info.status == "FAILED")
     assert "longer than" in failed.data.tags["error"] or "seq_len" in failed.data.tags["error"]
 
@@ -107,12 +112,13 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     assert "study resume" in out
     _, _, before = store(study_dir)
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
-    assert 2 <= len(finished_before) < 6
+    total = len(PRESETS["smoke"]["covid"].fixed) + 4
+    assert 2 <= len(finished_before) < total
 
     study("resume", str(study_dir))
     client, parent, children = store(study_dir)
     assert parent.info.status == "FINISHED"
-    assert len(children) == 6 and len(tune_trials(study_dir, "covid")) == 6
+    assert len(children) == total and len(tune_trials(study_dir, "covid")) == total
     assert all(r.info.status == "FINISHED" for r in children)
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
@@ -145,6 +151,6 @@ def test_two_node_cluster(real_data_dir, tmp_path):
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
     _, parent, children = store(tmp_path / "cluster")
-    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert parent.info.status == "FINISHED" and len(children) == len(PRESETS["smoke"]["covid"].fixed) + 2
     nodes = {r.data.tags["ray.node_id"] for r in children}
     assert len(nodes) == 2, nodes

@@ -37,11 +37,12 @@ def test_stopped_trial_is_pruned_not_complete():
     searcher.on_trial_result("stopped", {"test_acc": 0.9, "training_iteration": 1})
     searcher.on_trial_complete("stopped", {"test_acc": 0.9, "training_iteration": 1})
     searcher.on_trial_complete("failed", None, error=True)
-    states = {t.number: t.state for t in searcher._ot_study.trials}
+    states = {t.number: t.state for t in searcher._ot_study.trials if t.state != optuna.trial.TrialState.WAITING}
     assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.PRUNED,
                       2: optuna.trial.TrialState.FAIL}
     # The stopped trial's score still reaches Optuna, as an intermediate value at the step it got to.
-    assert searcher._ot_study.trials[1].intermediate_values == {1: 0.9}
+    asked = {t.number: t for t in searcher._ot_study.trials}
+    assert asked[1].intermediate_values == {1: 0.9}
     assert searcher._ot_study.best_value == pytest.approx(0.7)
 
 

@@ -263,7 +263,7 @@ def _finish(cfg, data: SequenceData, t: dict, model: nn.Module, metrics: dict, a
         "n_train": int(len(data.y_train)), "n_test": int(len(y_test)),
         # accuracy of always guessing the majority class of the test split (the bar a model must beat)
         "majority_rate": _majority_rate(y_test), "majority_rate_time": _majority_rate(data.y_test_time),
-        "n_countries_c": len(data.countries_c), "data_hash": data.data_hash,
+        "n_countries_c": len(data.countries_c), "countries_c": list(data.countries_c), "data_hash": data.data_hash,
     }
     if artifact_dir is not None:
         folder = Path(artifact_dir)
