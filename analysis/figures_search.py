@@ -20,9 +20,20 @@ PART = {"sequence": "covid", "vae": "vae"}
 
 
 def search_trials(results: StudyResults, trainable: str) -> list[RunInfo]:
+    """Every trial of the Optuna study: the fixed runs are its first (enqueued) trials, the search the rest."""
     metric = OBJECTIVE[trainable][0]
-    runs = results.select(trainable=trainable, group="search")
+    runs = [r for r in results.select(trainable=trainable) if r.tags.get("group") in ("fixed", "search")]
     return [r for r in runs if np.isfinite(r.metrics.get(metric, math.nan))]
+
+
+def _choice(choices, logged: str):
+    """The typed choice a logged (string) param stands for: 16 for "16", 1.0 for "1.0"."""
+    import json
+
+    for c in choices:
+        if logged == c or logged == str(c) or logged == json.dumps(c):
+            return c
+    return logged
 
 
 def _number(text: str):
@@ -32,9 +43,36 @@ def _number(text: str):
         return float(text)
 
 
-def infer_distributions(runs: list[RunInfo]) -> dict:
-    """An Optuna distribution for each param that differs between the trials."""
+def logged_space(results: StudyResults, trainable: str) -> dict | None:
+    """The search space the study logged on its parent run (tag study.space.<part>), if it did."""
+    import json
+
+    text = results.parent_tags.get(f"study.space.{PART[trainable]}")
+    return json.loads(text)["space"] if text else None
+
+
+def space_distributions(space: dict) -> dict:
+    """Optuna distributions of a preset's declarative space (the study's own definition)."""
     import optuna.distributions as d
+
+    out = {}
+    for name, spec in space.items():
+        kind = spec[0]
+        if kind == "categorical":
+            out[name] = d.CategoricalDistribution(list(spec[1]))
+        elif kind == "int":
+            out[name] = d.IntDistribution(int(spec[1]), int(spec[2]))
+        else:
+            out[name] = d.FloatDistribution(float(spec[1]), float(spec[2]), log=kind == "loguniform")
+    return out
+
+
+def infer_distributions(runs: list[RunInfo], space: dict | None = None) -> dict:
+    """An Optuna distribution for each searched param: from the logged space, else guessed from the values."""
+    import optuna.distributions as d
+
+    if space:
+        return space_distributions(space)
 
     out = {}
     keys = sorted(set().union(*(r.logged_params or r.params for r in runs)) - NOT_SEARCHED)
@@ -67,13 +105,14 @@ def rebuild_study(results: StudyResults, trainable: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric, direction = OBJECTIVE[trainable]
     runs = search_trials(results, trainable)
-    dists = infer_distributions(runs)
+    dists = infer_distributions(runs, logged_space(results, trainable))
     study = optuna.create_study(direction=direction)
     for r in runs:
         params = {}
         for k, dist in dists.items():
             v = r.params[k]
-            params[k] = v if isinstance(dist, optuna.distributions.CategoricalDistribution) else _number(v)
+            params[k] = _choice(dist.choices, v) if isinstance(dist, optuna.distributions.CategoricalDistribution) \
+                else _number(v)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r.metrics[metric],
                                                   user_attrs={"run": r.name}))
     return study, runs

@@ -236,8 +236,12 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
     # One forced state snapshot per checkpoint is what makes every finished epoch survive a kill.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if spec.parent_run_id is None:
+        # The search space goes with the study, so analysis rebuilds the Optuna study without guessing it.
+        spaces = {f"study.space.{p.kind}": json.dumps({"space": p.space, "metric": p.metric, "mode": p.mode})
+                  for p in parts}
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
-            "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve())})
+            "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve()),
+            **spaces})
         spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
         save_spec(spec)
     info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")

@@ -168,6 +168,18 @@ def _vae_history(kl: float, epochs: int, knobs: FixtureKnobs, scale: float = 1.0
     return h, {"test_iw_nll": float(neg[-1] * 0.98)}
 
 
+# The search spaces, logged on the parent run as study.runner does (fixed runs lie inside them too).
+SPACE_TAGS = {
+    "study.space.covid": json.dumps({"metric": "test_acc", "mode": "max", "space": {
+        "cell": ["categorical", ["rnn", "lstm", "gru"]], "seq_len": ["int", 1, 40],
+        "hidden_size": ["categorical", [16, 32, 64]], "lr": ["loguniform", 1e-5, 1e-1],
+        "norm": ["categorical", ["none", "log1p"]]}}),
+    "study.space.vae": json.dumps({"metric": "test_neg_elbo", "mode": "min", "space": {
+        "kl_weight": ["categorical", [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]],
+        "latent_dim": ["categorical", [8, 16, 32]], "lr": ["loguniform", 1e-5, 1e-1]}}),
+}
+
+
 def _vae_params(kl, seed=0, **over):
     p = {"arch": "conv", "kl_weight": kl, "latent_dim": 32, "image_size": 16, "lr": 0.001, "batch_size": 64,
          "epochs": 8, "seed": seed, "channels": 32, "max_images": 2000, "test_frac": 0.1, "data_dir": None}
@@ -186,7 +198,8 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
     exp_id = client.create_experiment(name, artifact_location=(Path(root) / "artifacts").resolve().as_uri())
     t = int(time.time() * 1000) - 10_000_000
     parent = client.create_run(exp_id, start_time=t, run_name="study",
-                               tags={"study.kind": "homework", "study.preset": "smoke", "study.storage": str(root)})
+                               tags={"study.kind": "homework", "study.preset": "smoke", "study.storage": str(root),
+                                     **SPACE_TAGS})
     pid = parent.info.run_id
     t += 1
     for cell, base in CELL_BASE.items():

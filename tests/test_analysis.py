@@ -86,11 +86,14 @@ def test_missing_runs_skip_with_a_reason(results, tmp_path):
 
 
 def test_search_distributions_follow_the_logged_values(results):
-    dists = figures_search.infer_distributions(figures_search.search_trials(results, "vae"))
+    space = figures_search.logged_space(results, "vae")
+    assert space is not None  # the study's own space, read from the parent run
+    dists = figures_search.infer_distributions(figures_search.search_trials(results, "vae"), space)
     assert type(dists["kl_weight"]).__name__ == "CategoricalDistribution"
     assert type(dists["lr"]).__name__ == "FloatDistribution" and dists["lr"].log
     imp = figures_search.param_importances(results, "sequence")
-    assert set(imp) == {"cell", "hidden_size", "lr"} and sum(imp.values()) == pytest.approx(1.0)
+    # fixed runs are trials of the Optuna study too, so L and norm (varied by them) get an importance as well
+    assert set(imp) == {"cell", "seq_len", "hidden_size", "lr", "norm"} and sum(imp.values()) == pytest.approx(1.0)
 
 
 def test_write_report_references_every_figure(results, tmp_path):
