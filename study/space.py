@@ -98,14 +98,17 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 
 
 class FixedRunsASHA(ASHAScheduler):
-    """ASHA that never stops a fixed homework run: the report needs their full learning curves.
+    """ASHA that never stops a fixed homework run, nor a trial at its last epoch.
 
-    Their results still enter the rungs, so they set the bar that search trials are cut against.
+    Fixed runs: the report needs their full learning curves; their results still enter the rungs, so they set
+    the bar that search trials are cut against. Last epoch: plain ASHA answers STOP when a trial reaches max_t,
+    which ends the trial at its final report, before it writes its artefacts and closes its MLflow run; the
+    trainable stops by itself there anyway.
     """
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
-        if trial.config.get("group") == "fixed":
+        if trial.config.get("group") == "fixed" or result.get(self._time_attr, 0) >= self._max_t:
             return TrialScheduler.CONTINUE
         return decision
 

@@ -119,6 +119,8 @@ class CloseStoppedRuns(tune.Callback):
         done = (trial.last_result or {}).get("training_iteration", 0)
         if done < self.epochs:
             self._close(trial, "FINISHED", {"stopped_early": f"scheduler stopped it after {done} of {self.epochs} epochs"})
+        else:  # a run the trial could not close itself (stopped at its last report): no end-of-run artefacts
+            self._close(trial, "FINISHED", {"stopped_early": "stopped at its last epoch, before writing artefacts"})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # The worker marks FAILED itself; this covers a worker that died without getting the chance.

@@ -85,3 +85,25 @@ def test_searcher_pickles_for_resume(tmp_path):
     states = [t.state for t in again._ot_study.trials]
     assert states.count(optuna.trial.TrialState.RUNNING) == 1  # the one asked for
     assert states.count(optuna.trial.TrialState.WAITING) == len(part.fixed) - 1  # fixed runs still queued
+
+
+def test_asha_lets_last_epoch_and_fixed_runs_finish():
+    """Plain ASHA says STOP at max_t, which ends a trial before it writes artefacts; ours says CONTINUE."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.space import build_scheduler
+
+    part = _part("smoke", "covid")  # 2 epochs, grace period 1
+    sched = build_scheduler(part, "asha")
+    sched.set_search_properties("test_acc", "max")
+    good = SimpleNamespace(trial_id="good", config={"group": "search"})
+    bad = SimpleNamespace(trial_id="bad", config={"group": "search"})
+    fixed_bad = SimpleNamespace(trial_id="fixed", config={"group": "fixed"})
+    for t in (good, bad, fixed_bad):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, good, {"training_iteration": 1, "test_acc": 0.9}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, bad, {"training_iteration": 1, "test_acc": 0.1}) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, fixed_bad, {"training_iteration": 1, "test_acc": 0.1}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, good, {"training_iteration": 2, "test_acc": 0.9}) == TrialScheduler.CONTINUE
