@@ -138,7 +138,10 @@ class SequenceClassifier(nn.Module):
 def _optimizer(cfg: SequenceConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Fused Adam: one kernel updates every parameter instead of about ten ops per tensor. The models are small, so
+    # that per-op cost shows: on a 1-thread CPU trial it was 12-25% of an epoch (`study bench`, hidden 32, batch 64).
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 # ----------------------------------------------------------------------------------------------- loss / eval
