@@ -106,7 +106,9 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys) -> None:
 def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
     """`study bench --quick` in its own process (torch's default threads, as a user runs it); fails on errors only."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "study.cli", "bench", "--quick", "--device", "cpu", "--json", str(out)],
+    # study.cli.main, not `python -m study.cli`: as __main__ the module's UsageError would be a second class.
+    entry = "import sys; from study.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", entry, "bench", "--quick", "--device", "cpu", "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1500, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -126,3 +128,10 @@ def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
         assert s["trials"] == 4 and s["epochs"] == 2 and s["plain_trial_epochs_per_s"] > 0
         assert s["ours_trial_epochs_per_s"] > 0 and s["overhead_pct_of_trial"] is not None
     assert "| workload |" in proc.stdout
+
+
+def test_study_workload_is_skipped_with_a_reason_without_the_data(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = bench.run_bench(["study"], quick=True, device="cpu", data_dir=str(tmp_path), log=lines.append)
+    assert result["rows"] == [] and result["skipped"][0]["workload"] == "study"
+    assert "COVID data" in result["skipped"][0]["reason"] and any("skipping the study" in line for line in lines)
