@@ -91,4 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m study.cli` this file is `__main__`, and the subcommands' `from study.cli import
+    # UsageError` would load a second copy whose exceptions `main` here would not catch.
+    from study.cli import main as _main
+
+    sys.exit(_main())

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def study(*args: str, env: dict | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "study", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"study {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -94,7 +94,7 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     study_dir = tmp_path / "kill"
     args = ["run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "kill",
             "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3", "--scheduler", "none"]
-    proc = subprocess.Popen([sys.executable, "-m", "study.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until two trials finished, then interrupt the driver
