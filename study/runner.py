@@ -140,6 +140,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     path = Path(spec.study_dir) / part.kind
+    slots = spec.max_concurrent or auto_concurrency(spec)
     started = time.time()
     resumed = tune.Tuner.can_restore(str(path))
     if resumed:
@@ -154,7 +155,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
                 search_alg=build_searcher(part, seed=spec.seed),
                 scheduler=build_scheduler(part, part.scheduler),
                 num_samples=part.total_trials,
-                max_concurrent_trials=spec.max_concurrent or auto_concurrency(spec),
+                max_concurrent_trials=slots,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -170,7 +171,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
             ),
         )
     grid = tuner.fit()
-    return summarize(part, grid, time.time() - started, resumed)
+    return summarize(part, grid, time.time() - started, resumed, slots)
 
 
 PROGRESS_METRICS = {
@@ -190,10 +191,11 @@ def progress_table(part: Part) -> Any:
     )
 
 
-def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False) -> dict[str, Any]:
-    """Best trial, counts and the study overhead per trial (wall time minus training time).
+def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False, slots: int = 1) -> dict[str, Any]:
+    """Best trial, counts and the study overhead per trial: (wall x concurrent slots - training time) / trials.
 
-    After a resume, trials carry training time from before the interruption, so no overhead is given.
+    With `slots` trials at once the wall clock is shared, hence the product. After a resume, trials carry
+    training time from before the interruption, so no overhead is given.
     """
     results = list(grid)
     finished = [r for r in results if r.error is None and r.metrics]
@@ -202,7 +204,8 @@ def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False) -> di
     summary: dict[str, Any] = {
         "kind": part.kind, "trials": len(results), "planned": part.total_trials,
         "errored": len(errors), "wall_s": round(wall_s, 2), "trial_train_s": round(train_s, 2),
-        "overhead_per_trial_s": None if resumed else round((wall_s - train_s) / max(1, len(results)), 3),
+        "concurrent": slots,
+        "overhead_per_trial_s": None if resumed else round((wall_s * slots - train_s) / max(1, len(results)), 3),
         "complete": len(results) >= part.total_trials and grid.num_terminated + grid.num_errors >= part.total_trials,
     }
     scored = [r for r in finished if part.metric in r.metrics]
@@ -278,7 +281,8 @@ def _ray_shutdown(spec: StudySpec) -> None:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(f"\n== {summary['kind']}: {summary['trials']} trials ({summary['errored']} errored), "
+    print(f"\n== {summary['kind']}: {summary['trials']} trials ({summary['errored']} errored, "
+          f"{summary['concurrent']} at a time), "
           f"wall {summary['wall_s']:.1f} s, training {summary['trial_train_s']:.1f} s, "
           + ("resumed" if summary["overhead_per_trial_s"] is None
              else f"overhead {summary['overhead_per_trial_s']:.2f} s/trial"), flush=True)
