@@ -171,7 +171,9 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
             ),
         )
     grid = tuner.fit()
-    return summarize(part, grid, time.time() - started, resumed, slots)
+    summary = summarize(part, grid, time.time() - started, resumed, slots)
+    summary["fit_started_at"] = started  # unix time: with the runs' start times it splits worker start-up off
+    return summary
 
 
 PROGRESS_METRICS = {
