@@ -94,20 +94,22 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     study_dir = tmp_path / "kill"
     args = ["run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "kill",
             "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3", "--scheduler", "none"]
-    proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until two trials finished, then interrupt the driver
-        if (study_dir / "mlflow.db").exists():
-            try:
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:  # a file, not a pipe: the progress table would fill a pipe and block the study
+        proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait until two trials finished, then interrupt the driver
+            assert proc.poll() is None, f"study exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+            # study.json appears once the MLflow store and the parent run exist: only then read the store
+            if (study_dir / "study.json").exists():
                 _, _, children = store(study_dir)
                 if sum(r.info.status == "FINISHED" for r in children) >= 2:
                     break
-            except Exception:  # noqa: BLE001 - the store is being written; look again
-                pass
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    out = log.read_text()
     assert proc.returncode == 130, out[-3000:]
     assert "study resume" in out
     _, _, before = store(study_dir)
