@@ -107,7 +107,6 @@ def _run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, max_failures=args.max_failures, address=args.address,
         data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
     )
-    study_dir.mkdir(parents=True, exist_ok=True)
     print(f"study: {name} in {study_dir}", flush=True)
     return run_study(spec)
 

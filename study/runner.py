@@ -125,14 +125,14 @@ def auto_concurrency(spec: StudySpec) -> int:
     return max(1, n)
 
 
-def run_part(spec: StudySpec, part: Part, tracking_info: Any) -> dict[str, Any]:
-    """Fit (or restore and finish) one part; returns its summary (None values when interrupted)."""
+def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any, str]) -> dict[str, Any]:
+    """Fit (or restore and finish) one part on its loaded data; returns its summary."""
     from ray import tune
 
     from study.space import build_scheduler, build_searcher
     from study.trial import CloseStoppedRuns, run_trial
 
-    dataset, data_hash = load_dataset(part)
+    dataset, data_hash = loaded
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, kind=part.kind, dataset=dataset, tracking_info=tracking_info,
@@ -231,8 +231,10 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
     from study import tracking
 
     study_dir = Path(spec.study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
     parts = parts if parts is not None else spec.parts()
+    # Data first: a missing or bad file fails here, in a second, before a folder, a run or Ray exists.
+    loaded = {part.kind: load_dataset(part) for part in parts if part.kind not in spec.done}
+    study_dir.mkdir(parents=True, exist_ok=True)
     if not spec.address:
         # A local, single-user cluster: skip Ray's token auth (and its warning at every start).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -256,7 +258,7 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
         if part.kind in spec.done:
             print(f"study: {part.kind} already finished, kept as it is", flush=True)
             continue
-        summary = run_part(spec, part, info)
+        summary = run_part(spec, part, info, loaded[part.kind])
         summaries.append(summary)
         (study_dir / "summary.json").write_text(json.dumps(summaries, indent=2, default=str))
         print_summary(summary)

@@ -156,3 +156,21 @@ def test_two_node_cluster(real_data_dir, tmp_path):
     assert parent.info.status == "FINISHED" and len(children) == len(PRESETS["smoke"]["covid"].fixed) + 2
     nodes = {r.data.tags["ray.node_id"] for r in children}
     assert len(nodes) == 2, nodes
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_bad_data_fails_fast_and_writes_nothing(tmp_path):
+    """A bad data file: one line naming it, exit 2, before Ray starts; no study folder, no MLflow run."""
+    env = {k: v for k, v in os.environ.items() if k != "STUDY_DATA_DIR"}
+    bad = tmp_path / "data" / "covid" / "time_series_covid19_confirmed_global.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("")  # present (no download is tried) but empty
+    proc = subprocess.run([sys.executable, "-m", "study", "run", "covid", "--preset", "smoke", "--storage",
+                           str(tmp_path / "s"), "--name", "x", "--data-dir", str(tmp_path / "data")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**env, "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("study: error:")]
+    assert len(errors) == 1 and str(bad) in errors[0], proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "s" / "x").exists()
