@@ -246,9 +246,10 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
         # The search space goes with the study, so analysis rebuilds the Optuna study without guessing it.
         spaces = {f"study.space.{p.kind}": json.dumps({"space": p.space, "metric": p.metric, "mode": p.mode})
                   for p in parts}
+        local = spec.mlflow_uri == tracking.default_uri(study_dir)
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
             "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve()),
-            **spaces})
+            **spaces}, artifact_location=(study_dir / "artifacts").resolve().as_uri() if local else None)
         spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
         save_spec(spec)
     info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")

@@ -48,11 +48,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_study(uri: str, name: str, tags: dict[str, str]) -> TrackingInfo:
-    """Create the experiment (named after the study) and its parent run."""
+def start_study(uri: str, name: str, tags: dict[str, str], artifact_location: str | None = None) -> TrackingInfo:
+    """Create the experiment (named after the study) and its parent run.
+
+    `artifact_location`: where the runs' files go. MLflow's default for a local store is ./mlruns of whatever
+    folder the command ran in; a study passes its own folder so that it holds everything it made.
+    """
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
-    experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location)
     parent = client.create_run(experiment_id, run_name=name, tags=tags)
     return TrackingInfo(uri=uri, experiment_id=experiment_id, parent_run_id=parent.info.run_id, git_commit=git_commit())
 

@@ -60,6 +60,9 @@ def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
     client, parent, children = store(study_dir)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["study.preset"] == "smoke"
+    # the study folder holds everything: the runs' artefacts too, not ./mlruns of the working directory
+    assert parent.info.artifact_uri.startswith((study_dir / "artifacts").as_uri())
+    assert not (ROOT / "mlruns").exists()
     part = PRESETS["smoke"]["covid"]
     assert len(children) == part.total_trials
     for run in children:
