@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from study import bench, bench_plain
+from study import bench, bench_plain, bench_study
 from study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,11 +69,11 @@ def test_plain_loops_and_our_fit_run_on_tiny_data() -> None:
 def test_study_workload_is_the_homework_presets_first_fixed_runs() -> None:
     from study.presets import PRESETS
 
-    part = bench.study_part(bench.FULL, "cpu", "/data")
+    part = bench_study.study_part(bench.FULL, "cpu", "/data")
     assert len(part.fixed) == 16 and part.fixed == PRESETS["homework"]["covid"].fixed[:16]
     assert part.total_trials == 16 and part.scheduler == "none" and part.epochs == 10
     assert part.constants["time_twin"] is False and part.constants["batch_size"] == 64
-    assert len(bench.study_part(bench.QUICK, "cpu", "/data").fixed) == 4
+    assert len(bench_study.study_part(bench.QUICK, "cpu", "/data").fixed) == 4
 
 
 def test_format_table_with_a_skipped_study() -> None:
