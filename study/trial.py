@@ -85,7 +85,7 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
             if config_error is not None:
                 raise config_error
             train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                            artifact_dir=artifact_dir, data=dataset)
+                  artifact_dir=artifact_dir, data=dataset)
         except Exception as err:
             tracking.end_trial(uri, run_id, "FAILED", tags={
                 "error": f"{type(err).__name__}: {err}",
