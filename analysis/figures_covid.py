@@ -186,13 +186,20 @@ def fig_norm_effect(results: StudyResults, out_dir) -> Path | None:
     return save(fig, out_dir, "covid_norm_effect.png")
 
 
+def _best_artifact(results: StudyResults, figure: str, name: str):
+    """(best sequence run, its JSON artefact `name`), or (None, None) with the figure marked skipped."""
+    run = covid_runs.best_sequence_run(results, need=name)
+    if run is None:
+        results.skip(figure, f"no sequence run with {name}")
+        return None, None
+    return run, json.loads(run.artifacts[name].read_text())
+
+
 def fig_confusion(results: StudyResults, out_dir) -> Path | None:
     """Confusion matrix (counts and row-normalised rates) of the best model on its test split."""
-    run = covid_runs.best_sequence_run(results, need="confusion.json")
+    run, data = _best_artifact(results, "confusion", "confusion.json")
     if run is None:
-        results.skip("confusion", "no sequence run with confusion.json")
         return None
-    data = json.loads(run.artifacts["confusion.json"].read_text())
     m = np.asarray(data["matrix"], dtype=float)
     labels = data.get("labels", ["0", "1"])
     rates = m / np.maximum(m.sum(1, keepdims=True), 1)
@@ -239,11 +246,9 @@ def fig_world_map(results: StudyResults, out_dir) -> Path | None:
     from pygal.style import Style
     from pygal_maps_world.maps import World
 
-    run = covid_runs.best_sequence_run(results, need="predictions.json")
+    run, pred = _best_artifact(results, "world_map", "predictions.json")
     if run is None:
-        results.skip("world_map", "no sequence run with predictions.json")
         return None
-    pred = json.loads(run.artifacts["predictions.json"].read_text())
     bins, unmapped = world_map_values(pred["countries"])
     style = Style(colors=P_COLOURS, background="white", plot_background="white", title_font_size=18,
                   legend_font_size=13)

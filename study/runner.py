@@ -167,7 +167,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=1, checkpoint_score_attribute=part.metric, checkpoint_score_order=part.mode),
-                callbacks=[CloseStoppedRuns(tracking_info.uri, tracking_info.parent_run_id, part.epochs)],
+                callbacks=[CloseStoppedRuns(tracking_info.uri, tracking_info.experiment_id, part.epochs)],
             ),
         )
     grid = tuner.fit()

@@ -101,15 +101,15 @@ class CloseStoppedRuns(tune.Callback):
     It is pickled with the experiment and comes back on restore, so it holds only plain values.
     """
 
-    def __init__(self, uri: str, parent_run_id: str, epochs: int):
-        self.uri, self.parent_run_id, self.epochs = uri, parent_run_id, int(epochs)
+    def __init__(self, uri: str, experiment_id: str, epochs: int):
+        self.uri, self.experiment_id, self.epochs = uri, experiment_id, int(epochs)
 
     def _close(self, trial: Any, status: str, tags: dict[str, str]) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.uri)
         runs = client.search_runs(
-            [client.get_run(self.parent_run_id).info.experiment_id],
+            [self.experiment_id],
             filter_string=f"tags.`{tracking.TRIAL_TAG}` = '{trial.trial_id}'", max_results=1,
         )
         if runs and runs[0].info.status == "RUNNING":

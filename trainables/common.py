@@ -81,13 +81,24 @@ def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
 CHECKPOINT_FILE = "state.pt"
 
 
+def _torch_save_atomic(obj: Any, path: Path) -> None:
+    """Temp file + rename, so a kill mid-save leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        torch.save(obj, tmp)
+    Path(tmp.name).replace(path)
+
+
 def save_checkpoint(folder: str | os.PathLike, **state: Any) -> None:
-    """Write atomically (temp file + rename) so a kill mid-save leaves the previous checkpoint usable."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".tmp") as tmp:
-        torch.save(state, tmp)
-    Path(tmp.name).replace(folder / CHECKPOINT_FILE)
+    _torch_save_atomic(state, Path(folder) / CHECKPOINT_FILE)
+
+
+def save_model(folder: str | os.PathLike, cfg: Any, model: torch.nn.Module) -> Path:
+    """model.pt: the config and a CPU state_dict, enough to rebuild the model (analysis, scripts)."""
+    path = Path(folder) / "model.pt"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _torch_save_atomic({"config": dataclasses.asdict(cfg), "state_dict": state}, path)
+    return path
 
 
 def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:

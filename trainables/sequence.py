@@ -19,8 +19,6 @@ Under split == "time" the main model is already leakage-free and `test_acc_time 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from torch.nn import functional as F
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
     Report, check_finite, config_from_dict, load_checkpoint, pick_device, rng_state, save_checkpoint,
-    seed_everything, set_rng_state, write_json,
+    save_model, seed_everything, set_rng_state, write_json,
 )
 from trainables.rnn_cells import ManualRNN
 
@@ -273,10 +271,7 @@ def _finish(cfg, data: SequenceData, t: dict, model: nn.Module, metrics: dict, a
         write_json(folder, "summary.json", result)
         write_json(folder, "confusion.json", result["confusion"])
         write_json(folder, "predictions.json", {"date": data.prediction_date, "countries": countries})
-        with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".tmp") as tmp:
-            torch.save({"config": dataclasses.asdict(cfg),
-                        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
-        os.replace(tmp.name, folder / "model.pt")
+        save_model(folder, cfg, model)
     return result
 
 

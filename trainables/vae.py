@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from trainables import vae_models
 from trainables.common import (Report, check_finite, config_from_dict, load_checkpoint, pick_device,
-                               rng_state, save_checkpoint, seed_everything, set_rng_state, write_json)
+                               rng_state, save_checkpoint, save_model, seed_everything, set_rng_state,
+                               write_json)
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
 
@@ -314,9 +315,7 @@ def write_artifacts(folder, model: VAE, cfg: VAEConfig, summary: dict, test_imag
     np.savez_compressed(buf, **images)
     (folder / "images.npz.tmp").write_bytes(buf.getvalue())
     (folder / "images.npz.tmp").replace(folder / "images.npz")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"config": dataclasses.asdict(cfg), "state_dict": state}, folder / "model.pt.tmp")
-    (folder / "model.pt.tmp").replace(folder / "model.pt")
+    save_model(folder, cfg, model)
     pairs = np.stack([images["real"], images["recon"]], 1).reshape(-1, *real.shape[1:])  # real, recon, ...
     _png(pairs, 8, folder / "reconstructions.png")
     _png(images["samples"], 8, folder / "samples.png")
