@@ -1,4 +1,4 @@
-"""What the sequence trainable calls: one config in, train/test arrays (configured split and time split) out.
+"""What the sequence trainable calls: one config in, every window of set C and its train/validation/test splits out.
 
 Default selection, from the real data over the full range (2020-01-22..2023-03-09, 201 countries, L=30):
 any-pair with threshold 0.7 keeps |C| = 79 countries (87,848 windows, 40.5% positive). The homework's other
@@ -18,7 +18,8 @@ from data.correlation import pearson_matrix, select_countries
 from data.countries import iso2_codes
 from data.covid import CovidSeries, daily_new_cases, load_confirmed
 from data.location import CONFIRMED_NAME, LOOKUP_NAME, covid_file, resolve_data_dir
-from data.windows import build_windows, check_options, default_cutoff, latest_inputs, split_indices
+from data.windows import (Split, build_windows, check_options, inputs, latest_inputs, split_windows,
+                          zscore_stats)
 
 
 @dataclass(frozen=True)
@@ -32,28 +33,56 @@ class CovidDataConfig:
     min_partners: int = 40
     seq_len: int = 30  # L
     label: str = "next-higher"  # next-higher | cumulative-increase
-    norm: str = "log1p"  # none | log1p | minmax | zscore
+    norm: str = "log1p"  # none | log1p | minmax | zscore (applies to the counts features)
+    features: str = "counts"  # counts | counts+weekday | relative | relative+weekday (data.windows.inputs)
     split: str = "random"  # random | time | country
-    train_frac: float = 0.75
-    seed: int = 0
+    train_frac: float = 0.7
+    val_frac: float = 0.15  # the test part is the rest
+    seed: int = 0  # the random and country splits
 
 
 @dataclass(frozen=True)
 class SequenceData:
-    x_train: np.ndarray  # float32 (N, L, 1)
-    y_train: np.ndarray  # int64 (N,)
-    x_test: np.ndarray
-    y_test: np.ndarray
-    x_train_time: np.ndarray  # the leakage-free time split of the same windows
-    y_train_time: np.ndarray
-    x_test_time: np.ndarray
-    y_test_time: np.ndarray
-    x_latest: np.ndarray  # float32 (K, L, 1): last L days of every country with data
+    """Every window of set C once, and index arrays of its splits (the configured one and always "time").
+
+    Models and baselines index the same arrays, so they see identical windows and identical splits.
+    """
+
+    x: np.ndarray  # float32 (N, L, F) model inputs (features + normalisation)
+    y: np.ndarray  # int64 (N,)
+    raw: np.ndarray  # float64 (N, L) daily new cases of the input days (the baselines build their own features)
+    label_day: np.ndarray  # datetime64[D] (N,)
+    split: str  # the configured split
+    splits: dict[str, Split]  # split name -> train / val / test indices; holds `split` and "time"
+    x_latest: np.ndarray  # float32 (K, L, F): last L days of EVERY country with data
     latest_countries: list[str]
     latest_iso2: list[str | None]
     prediction_date: str  # ISO date of the unlabelled next day
     countries_c: list[str]
     data_hash: str  # sha256 of the source CSV (16 hex)
+    label: str = "next-higher"
+
+    def part(self, name: str, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of one part ("train" | "val" | "test") of a split (default: the configured one)."""
+        idx = getattr(self.splits[split or self.split], name)
+        return self.x[idx], self.y[idx]
+
+    # The configured split's train and test parts, for callers that only need two (e.g. the plain-loop benchmark).
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.part("train")[0]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.part("train")[1]
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return self.part("test")[0]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.part("test")[1]
 
 
 def file_hash(path: Path) -> str:
@@ -89,7 +118,8 @@ def build_sequence_data(cfg: CovidDataConfig | None = None, source: CovidSource 
         source = load_source(cfg.data_dir, cfg.date_range)
     csv_path = source.csv_path
     daily = daily_new_cases(source.series, cfg.revisions)
-    check_options(len(daily.dates), cfg.seq_len, cfg.label, cfg.norm, cfg.split, cfg.train_frac, csv_path)
+    check_options(len(daily.dates), cfg.seq_len, cfg.label, cfg.norm, cfg.split, cfg.train_frac, csv_path,
+                  cfg.val_frac, cfg.features)
     corr, _zero = pearson_matrix(daily.values)
     chosen = select_countries(
         corr, daily.countries, cfg.selection, cfg.threshold,
@@ -97,15 +127,19 @@ def build_sequence_data(cfg: CovidDataConfig | None = None, source: CovidSource 
         min_partners=cfg.min_partners if cfg.selection == "k-partners" else None,
         source=csv_path,
     )
-    cutoff = default_cutoff(daily.dates, cfg.seq_len, cfg.train_frac)
-    win = build_windows(daily, chosen, cfg.seq_len, cfg.label, cfg.norm, cutoff, cfg.train_frac)
-    tr, te = split_indices(win, cfg.split, cfg.train_frac, cfg.seed, csv_path)
-    ttr, tte = split_indices(win, "time", cfg.train_frac, cfg.seed, csv_path)
-    x_latest, latest = latest_inputs(daily, cfg.seq_len, cfg.norm, cutoff, cfg.train_frac)
+    win = build_windows(daily, chosen, cfg.seq_len, cfg.label, "none", None, cfg.train_frac, cfg.val_frac)
+    mean = std = None
+    if cfg.norm == "zscore":
+        m, s = zscore_stats(daily, chosen, win.cutoffs[0])
+        mean, std = m[win.country], s[win.country]
+    splits = {name: split_windows(win, name, cfg.train_frac, cfg.val_frac, cfg.seed, csv_path)
+              for name in dict.fromkeys([cfg.split, "time"])}
+    x_latest, latest = latest_inputs(daily, cfg.seq_len, cfg.norm, win.cutoffs[0], cfg.train_frac, cfg.features,
+                                     cfg.val_frac)
     return SequenceData(
-        x_train=win.x[tr], y_train=win.y[tr], x_test=win.x[te], y_test=win.y[te],
-        x_train_time=win.x[ttr], y_train_time=win.y[ttr], x_test_time=win.x[tte], y_test_time=win.y[tte],
+        x=inputs(win.raw, win.end, cfg.features, cfg.norm, mean, std), y=win.y, raw=win.raw,
+        label_day=win.label_day, split=cfg.split, splits=splits,
         x_latest=x_latest, latest_countries=latest, latest_iso2=[source.iso2.get(c) for c in latest],
         prediction_date=str(daily.dates[-1] + np.timedelta64(1, "D")),
-        countries_c=chosen, data_hash=source.data_hash,
+        countries_c=chosen, data_hash=source.data_hash, label=cfg.label,
     )
