@@ -1,32 +1,37 @@
 """The COVID sequence classifier (homework problem 1): RNN / LSTM / GRU on windows of L days -> increase next day?
 
-Reads top to bottom: config, data, model, loss/evaluation, loop. `train(config)` builds the windows with the data
-layer and calls `fit(cfg, data)`; `fit` takes in-memory `SequenceData`, so tests and benchmarks can feed synthetic
-arrays of the real shapes.
+Reads top to bottom: config, data, groups of models, loop, end of run. `train(config)` builds the windows with the
+data layer and calls `fit(cfg, data)`; `fit` takes in-memory `SequenceData`, so tests and benchmarks can feed
+synthetic arrays of the real shapes.
 
-Speed: every window lives on the training device for the whole run; a batch is an index slice of a per-epoch
-permutation drawn from a seeded generator (no DataLoader, no per-sample Python, no host<->device copy and no
-`.item()` per batch: loss sums and correct counts accumulate on the device and are read once per epoch).
+One trial = one config under `seeds` seeds (S), each trained twice: on the configured split ("main") and on the
+leakage-free time split ("time", the twin). Under the random split, overlapping windows of one country land in
+train and test, so `test_acc` flatters the model; evaluating the same model on later days would not fix that (it
+has trained on most of those windows), so a twin of the same shape and seed trains on the time split's training
+days. The K = 2S models are independent but stacked into one batched model (`sequence_model.StackedClassifier`):
+one forward/backward/optimizer step per batch for all of them, which is what makes seeds cheap. Each model keeps
+its own initial weights (from its seed) and its own shuffling (a generator per model), and its loss is its own mean,
+so model k learns exactly what it would learn alone (tests/test_trainable_sequence.py trains both ways and
+compares the curves). `time_twin=False` trains the main models only and reports no time numbers (not leaky ones);
+under split == "time" the main models are the leakage-free ones and the *_time metrics repeat theirs.
 
-The leakage-free number, `test_acc_time`: under the `random` split, overlapping windows of one country land on
-both sides of the split (and under `country`, the same days of strongly correlated countries do), so `test_acc`
-flatters the model. Evaluating the same model on the time split's test days would not fix that (under a random
-split it has trained on most of those windows). So when split != "time" (and `time_twin` is on) a second model of
-the same shape is trained in the same loop on the time split's training windows and evaluated on its test windows:
-an honest number at twice the cost. `time_twin=False` skips it, and test_acc_time is then left out, not faked.
-Under split == "time" the main model is already leakage-free and `test_acc_time == test_acc`.
+Each epoch reports the mean over seeds of every metric and, with two seeds or more, its spread (`*_std`, sample
+standard deviation): train/val/test loss and accuracy, and the same with `_time` for the twins. A study chooses on
+`val_acc`; test numbers are reported, never used to choose.
+
+Speed: every window lives on the training device for the whole run, time-major (T, N, F); a batch is an index
+gather of per-model permutations; losses and correct counts accumulate on the device and are read once per epoch.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
@@ -34,13 +39,22 @@ from trainables.common import (
     Report, check_finite, config_from_dict, load_checkpoint, pick_device, rng_state, save_checkpoint,
     save_model, seed_everything, set_rng_state, write_json,
 )
-from trainables.rnn_cells import ManualRNN
+from trainables.sequence_model import StackedClassifier
 
 LABELS = ["no increase", "increase"]
-EVAL_CHUNK = 8192  # windows per forward pass at evaluation: bounded memory, few kernel launches
+EVAL_CHUNK = 4096  # windows per model per forward pass at evaluation: bounded memory, few kernel launches
+PARTS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------------------------- config
+# Inclusive (low, high) limits: a value outside is a mistake (a typo, a unit slip), not an experiment.
+LIMITS: dict[str, tuple[float, float]] = {
+    "hidden_size": (1, 4096), "num_layers": (1, 8), "seq_len": (1, 10_000), "batch_size": (1, 65_536),
+    "epochs": (1, 100_000), "seeds": (1, 64), "lr": (1e-8, 10.0), "weight_decay": (0.0, 1.0),
+    "num_threads": (0, 1024), "min_partners": (1, 100_000), "seed": (0, 2**31 - 1),
+}
+
+
 @dataclass(frozen=True)
 class SequenceConfig:
     """Every key has a default; the data keys are passed on to `data.sequence_data.CovidDataConfig` unchanged."""
@@ -59,8 +73,10 @@ class SequenceConfig:
     min_partners: int = 40
     label: str = "next-higher"
     norm: str = "log1p"
+    features: str = "counts"          # counts | counts+weekday | relative | relative+weekday
     split: str = "random"             # random | time | country
-    train_frac: float = 0.75
+    train_frac: float = 0.7
+    val_frac: float = 0.15
     data_dir: str | None = None       # None: the data layer's default (STUDY_DATA_DIR, else the user cache)
     # optimisation
     optimizer: str = "adam"           # adam | sgd (momentum 0.9)
@@ -68,25 +84,33 @@ class SequenceConfig:
     weight_decay: float = 0.0
     batch_size: int = 64
     epochs: int = 20
-    seed: int = 0
+    seed: int = 0                     # the split's seed and the first model seed
+    seeds: int = 3                    # S: models per split, seeds seed .. seed+S-1
     device: str = "auto"              # auto | cpu | cuda
-    impl: str = "cudnn"               # cudnn: torch.nn.RNN/LSTM/GRU ; manual: trainables.rnn_cells
     num_threads: int = 0              # torch CPU threads for this trial; 0 leaves the setting alone
-    time_twin: bool = True            # train a twin on the time split for test_acc_time (see module docstring)
+    time_twin: bool = True            # also train each seed on the time split (see module docstring)
 
     def __post_init__(self) -> None:
-        choices = {"cell": ("rnn", "lstm", "gru"), "optimizer": ("adam", "sgd"), "impl": ("cudnn", "manual"),
-                   "device": ("auto", "cpu", "cuda")}
+        choices = {"cell": ("rnn", "lstm", "gru"), "optimizer": ("adam", "sgd"), "device": ("auto", "cpu", "cuda")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
-        for key in ("hidden_size", "num_layers", "seq_len", "batch_size", "epochs"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key}={getattr(self, key)!r}: must be >= 1")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{f.name}={value!r}: expected a number")
+            if f.type == "int" and not float(value).is_integer():
+                raise ValueError(f"{f.name}={value!r}: expected a whole number")
+            if f.type == "float" and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value!r}: must be finite")
+            if f.name in LIMITS and not LIMITS[f.name][0] <= value <= LIMITS[f.name][1]:
+                lo, hi = LIMITS[f.name]
+                raise ValueError(f"{f.name}={value!r}: outside the limits [{lo:g}, {hi:g}]")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r}: must be in [0, 1)")
-        if self.lr <= 0 or self.num_threads < 0:
-            raise ValueError("lr must be > 0 and num_threads >= 0")
+        for f in ("hidden_size", "num_layers", "seq_len", "batch_size", "epochs", "seeds", "seed", "num_threads",
+                  "min_partners"):
+            object.__setattr__(self, f, int(getattr(self, f)))  # 32.0 from a JSON file means 32
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "SequenceConfig":
@@ -96,100 +120,132 @@ class SequenceConfig:
         names = {f.name for f in dataclasses.fields(CovidDataConfig)}
         return CovidDataConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
+    @property
+    def model_seeds(self) -> list[int]:
+        return [self.seed + j for j in range(self.seeds)]
+
 
 # Keys that may change between a checkpoint and its resumption without changing the curve.
 RESUMABLE_CHANGES = {"epochs", "device", "num_threads", "data_dir"}
 
 
-# ----------------------------------------------------------------------------------------------- data
-def _tensors(data: SequenceData, device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy every array to the device once, for the whole run."""
-    names = ["x_train", "y_train", "x_test", "y_test", "x_train_time", "y_train_time", "x_test_time",
-             "y_test_time", "x_latest"]
-    out = {n: torch.as_tensor(np.asarray(getattr(data, n))).to(device) for n in names}
-    for n in names:
-        out[n] = out[n].float() if n.startswith("x") else out[n].long()
-    if len(out["x_train"]) == 0 or len(out["x_test"]) == 0:
-        raise ValueError(f"need training and test windows, got {len(out['x_train'])} and {len(out['x_test'])}")
-    return out
+# ----------------------------------------------------------------------------------------------- groups of models
+@dataclass
+class Stack:
+    """Models trained side by side: the same part sizes, so one batch gathers (K, B) windows for all of them.
+
+    `group[k]` is "main" or "time"; `parts[name]` holds each model's window indices of that part (K, n).
+    """
+
+    group: list[str]
+    seeds: list[int]
+    parts: dict[str, torch.Tensor]
+    model: StackedClassifier
+    optimizer: torch.optim.Optimizer
+    shuffles: list[torch.Generator]
 
 
-# ----------------------------------------------------------------------------------------------- model
-class SequenceClassifier(nn.Module):
-    """Recurrent encoder -> last hidden state of the top layer -> linear -> 2 logits (softmax at the loss)."""
-
-    def __init__(self, cfg: SequenceConfig, input_size: int = 1):
-        super().__init__()
-        dropout = cfg.dropout if cfg.num_layers > 1 else 0.0
-        if cfg.impl == "manual":
-            self.rnn = ManualRNN(cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, dropout)
-        else:
-            cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cfg.cell]
-            self.rnn = cls(input_size, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=dropout)
-        self.head = nn.Linear(cfg.hidden_size, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
-
-
-def _optimizer(cfg: SequenceConfig, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(cfg: SequenceConfig, model: StackedClassifier) -> torch.optim.Optimizer:
+    """Adam and SGD act elementwise, so on stacked parameters each model's update is the one it would get alone."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    # Fused Adam: one kernel updates every parameter instead of about ten ops per tensor. The models are small, so
-    # that per-op cost shows: on a 1-thread CPU trial it was 12-25% of an epoch (`study bench`, hidden 32, batch 64).
+    # Fused Adam: one kernel updates every parameter instead of about ten ops per tensor.
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
-# ----------------------------------------------------------------------------------------------- loss / eval
-def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over a seeded permutation; returns (summed loss, correct count) as device tensors (no sync)."""
-    model.train()
-    perm = torch.randperm(len(x), generator=gen).to(x.device)  # one copy per epoch, not per batch
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        idx = perm[start:start + batch_size]
-        xb, yb = x[idx], y[idx]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach() * len(idx)
-        correct += (logits.detach().argmax(1) == yb).sum()
+def _groups(cfg: SequenceConfig, data: SequenceData) -> list[tuple[str, Any]]:
+    groups = [("main", data.splits[data.split])]
+    if cfg.time_twin and data.split != "time":
+        groups.append(("time", data.splits["time"]))
+    return groups
+
+
+def build_stacks(cfg: SequenceConfig, data: SequenceData, device: torch.device) -> list[Stack]:
+    """One stack when every group's parts have the same sizes (random vs time split: always), else one per group."""
+    groups = _groups(cfg, data)
+    sizes = {tuple(len(p) for p in split) for _, split in groups}
+    bundles = [groups] if len(sizes) == 1 else [[g] for g in groups]
+    stacks = []
+    for bundle in bundles:
+        names = [name for name, _ in bundle for _ in cfg.model_seeds]
+        seeds = [s for _ in bundle for s in cfg.model_seeds]
+        parts = {part: torch.as_tensor(np.stack([getattr(split, part) for _, split in bundle
+                                                 for _ in cfg.model_seeds])).long().to(device) for part in PARTS}
+        model = StackedClassifier(cfg.cell, data.x.shape[-1], cfg.hidden_size, cfg.num_layers, cfg.dropout,
+                                  seeds).to(device)
+        stacks.append(Stack(names, seeds, parts, model, _optimizer(cfg, model),
+                            [torch.Generator().manual_seed(s) for s in seeds]))
+    return stacks
+
+
+# ----------------------------------------------------------------------------------------------- loop
+def _train_epoch(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of every model over its training windows; (summed loss, correct count) per model, on the device."""
+    stack.model.train()
+    train = stack.parts["train"]
+    perms = torch.stack([torch.randperm(train.shape[1], generator=g) for g in stack.shuffles]).to(train.device)
+    order = train.gather(1, perms)  # (K, n) window ids, each model in its own order
+    loss_sum = torch.zeros(len(stack.seeds), device=x.device)
+    correct = torch.zeros(len(stack.seeds), device=x.device, dtype=torch.long)
+    for start in range(0, order.shape[1], batch_size):
+        idx = order[:, start:start + batch_size]
+        yb = y[idx]
+        logits = stack.model(x[:, idx])
+        losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb)
+        stack.optimizer.zero_grad(set_to_none=True)
+        losses.mean(1).sum().backward()  # each model's gradient is that of its own mean loss
+        stack.optimizer.step()
+        loss_sum += losses.detach().sum(1)
+        correct += (logits.detach().argmax(-1) == yb).sum(1)
     return loss_sum, correct
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _logits(model: StackedClassifier, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Logits (K, n, 2) of each model on its own windows idx (K, n), in chunks."""
     model.eval()
-    if len(x) == 0:
-        return x.new_zeros(0, 2)
-    return torch.cat([model(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    return torch.cat([model(x[:, idx[:, i:i + EVAL_CHUNK]]) for i in range(0, idx.shape[1], EVAL_CHUNK)], dim=1)
 
 
-def _evaluate(model, x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, correct count) on the device."""
-    logits = _logits(model, x)
-    return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum()
+def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = stack.parts[part]
+    logits, yy = _logits(stack.model, x, idx), y[idx]
+    loss = F.cross_entropy(logits.flatten(0, 1), yy.flatten(), reduction="none").view_as(yy).sum(1)
+    return loss, (logits.argmax(-1) == yy).sum(1)
 
 
-# ----------------------------------------------------------------------------------------------- loop
+def _aggregate(per_model: dict[str, np.ndarray], group: list[str], split: str) -> dict[str, float]:
+    """Mean over seeds of each metric per group, with its sample std when there are two seeds or more."""
+    out: dict[str, float] = {}
+    groups = np.asarray(group)
+    for name, suffix in (("main", ""), ("time", "_time")):
+        mask = groups == name
+        if not mask.any():
+            continue
+        for key, values in per_model.items():
+            v = values[mask]
+            out[key + suffix] = float(v.mean())
+            if len(v) > 1:
+                out[f"{key}_std{suffix}".replace("_std_time", "_time_std")] = float(v.std(ddof=1))
+    if split == "time":  # the main models are the leakage-free ones
+        out |= {k.replace("_std", "") + "_time" + ("_std" if k.endswith("_std") else ""): v
+                for k, v in list(out.items())}
+    return out
+
+
 def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *, checkpoint_dir=None,
         resume_from=None, artifact_dir=None) -> dict:
-    """Train on in-memory windows; report each epoch; return the last metrics plus the end-of-run results."""
+    """Train K = S (x2 with the twin) models on in-memory windows; report each epoch; return the last metrics plus
+    the end-of-run results (per-model final numbers included)."""
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = pick_device(cfg.device)
-    gen = seed_everything(cfg.seed)
-    t = _tensors(data, device)
-    twin = cfg.split != "time" and cfg.time_twin
-    model = SequenceClassifier(cfg, t["x_train"].shape[-1]).to(device)
-    opt = _optimizer(cfg, model)
-    model_t = SequenceClassifier(cfg, t["x_train"].shape[-1]).to(device) if twin else None
-    opt_t = _optimizer(cfg, model_t) if twin else None
+    seed_everything(cfg.seed)  # dropout masks; shuffling and initial weights have a generator per model
+    x = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x, dtype=np.float32).transpose(1, 0, 2))).to(device)
+    y = torch.as_tensor(np.asarray(data.y)).long().to(device)
+    stacks = build_stacks(cfg, data, device)
+    group = [g for s in stacks for g in s.group]
 
     start, metrics = 1, {}
     if resume_from is not None:
@@ -198,80 +254,107 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
                          if k not in RESUMABLE_CHANGES and getattr(cfg, k, None) != v)
         if changed:
             raise ValueError(f"{resume_from}: checkpoint was written with different {', '.join(changed)}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if twin:
-            model_t.load_state_dict(state["twin"])
-            opt_t.load_state_dict(state["twin_optimizer"])
-        set_rng_state(state["rng"], gen)
+        for stack, saved in zip(stacks, state["stacks"]):
+            stack.model.load_state_dict(saved["model"])
+            stack.optimizer.load_state_dict(saved["optimizer"])
+            for gen, gen_state in zip(stack.shuffles, saved["shuffles"]):
+                gen.set_state(gen_state)
+        set_rng_state(state["rng"], torch.Generator())
         start, metrics = state["epoch"] + 1, state["metrics"]
 
-    n_train, n_test, n_test_time = len(t["y_train"]), len(t["y_test"]), len(t["y_test_time"])
+    sizes = {part: torch.tensor([s.parts[part].shape[1] for s in stacks for _ in s.seeds], dtype=torch.float64)
+             for part in PARTS}
+    per_model: dict[str, np.ndarray] = {}
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        tr_loss, tr_correct = _train_epoch(model, opt, t["x_train"], t["y_train"], cfg.batch_size, gen)
-        te_loss, te_correct = _evaluate(model, t["x_test"], t["y_test"])
-        if twin:
-            _train_epoch(model_t, opt_t, t["x_train_time"], t["y_train_time"], cfg.batch_size, gen)
-            tt_loss, tt_correct = _evaluate(model_t, t["x_test_time"], t["y_test_time"])
-        else:  # split == "time": the main model is the leakage-free one (else the values are dropped below)
-            tt_loss, tt_correct = te_loss, te_correct
-        tr_loss, tr_correct, te_loss, te_correct, tt_loss, tt_correct = torch.stack(
-            [tr_loss, tr_correct.double(), te_loss, te_correct.double(), tt_loss, tt_correct.double()]
-        ).tolist()  # the one host sync of the epoch
-        check_finite(epoch, train_loss=tr_loss, test_loss=te_loss, test_loss_time=tt_loss)
-        n_tt = n_test_time if twin else n_test
-        metrics = {
-            "epoch": epoch,
-            "train_loss": tr_loss / n_train, "train_acc": tr_correct / n_train,
-            "test_loss": te_loss / n_test, "test_acc": te_correct / n_test,
-            "test_loss_time": tt_loss / max(n_tt, 1), "test_acc_time": tt_correct / max(n_tt, 1),
-            "epoch_time_s": time.perf_counter() - t0,
-        }
-        if not twin and cfg.split != "time":  # no twin asked for: report no leakage-free number, not a leaky one
-            del metrics["test_loss_time"], metrics["test_acc_time"]
+        sums = {f"{part}_{what}": [] for part in PARTS for what in ("loss", "correct")}
+        for stack in stacks:
+            loss, correct = _train_epoch(stack, x, y, cfg.batch_size)
+            sums["train_loss"].append(loss)
+            sums["train_correct"].append(correct)
+            for part in ("val", "test"):
+                loss, correct = _evaluate(stack, x, y, part)
+                sums[f"{part}_loss"].append(loss)
+                sums[f"{part}_correct"].append(correct)
+        flat = torch.stack([torch.cat(v).double() for v in sums.values()]).cpu()  # the one host sync of the epoch
+        named = dict(zip(sums, flat))
+        check_finite(epoch, **{f"{part}_loss": float(named[f"{part}_loss"].sum()) for part in PARTS})
+        per_model = {}
+        for part in PARTS:
+            per_model[f"{part}_loss"] = (named[f"{part}_loss"] / sizes[part]).numpy()
+            per_model[f"{part}_acc"] = (named[f"{part}_correct"] / sizes[part]).numpy()
+        metrics = {"epoch": epoch, **_aggregate(per_model, group, data.split),
+                   "epoch_time_s": time.perf_counter() - t0}
         if checkpoint_dir is not None:
             save_checkpoint(
-                checkpoint_dir, model=model.state_dict(), optimizer=opt.state_dict(),
-                twin=model_t.state_dict() if twin else None, twin_optimizer=opt_t.state_dict() if twin else None,
-                epoch=epoch, rng=rng_state(gen), metrics=metrics, config=dataclasses.asdict(cfg),
+                checkpoint_dir, epoch=epoch, metrics=metrics, config=dataclasses.asdict(cfg), rng=rng_state(torch.Generator()),
+                stacks=[{"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                         "shuffles": [g.get_state() for g in s.shuffles]} for s in stacks],
             )
         if report is not None:
             report(dict(metrics))
 
-    return _finish(cfg, data, t, model, metrics, artifact_dir)
+    return _finish(cfg, data, stacks, x, y, metrics, per_model, artifact_dir)
 
 
-def _majority_rate(y) -> float:
-    rate = float(np.mean(np.asarray(y) == 1)) if len(y) else 0.5
-    return max(rate, 1.0 - rate)
+# ----------------------------------------------------------------------------------------------- end of run
+def _train_majority_accuracy(y: np.ndarray, split: Any, part: str = "test") -> float:
+    """Accuracy on `part` of always answering the class most common in training (the bar a model must clear)."""
+    majority = int(np.mean(y[split.train]) > 0.5)
+    return float(np.mean(y[getattr(split, part)] == majority))
 
 
-def _finish(cfg, data: SequenceData, t: dict, model: nn.Module, metrics: dict, artifact_dir) -> dict:
-    """Confusion matrix on the test split, P(increase) per country for the next unlabelled day, artefacts."""
-    pred = _logits(model, t["x_test"]).argmax(1)
-    confusion = torch.zeros(2, 2, dtype=torch.long, device=pred.device)
-    confusion.index_put_((t["y_test"], pred), torch.ones_like(pred), accumulate=True)  # rows: true, cols: predicted
-    p_inc = torch.softmax(_logits(model, t["x_latest"]), dim=1)[:, 1].tolist()
-    countries = {name: {"iso2": iso, "p_increase": p}
-                 for name, iso, p in zip(data.latest_countries, data.latest_iso2, p_inc)}
-    y_test = np.asarray(data.y_test)
+@torch.no_grad()
+def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, metrics: dict,
+            per_model: dict[str, np.ndarray], artifact_dir) -> dict:
+    """Confusion matrix (summed over the main models) on the test part, P(increase) per country on the next
+    unlabelled day (mean and spread over the main models), which models only ever predict one class, artefacts."""
+    confusion = torch.zeros(2, 2, dtype=torch.long)
+    probs, constant, pos_rate = [], 0, []
+    x_latest = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x_latest, np.float32).transpose(1, 0, 2)))
+    for stack in stacks:
+        main = [k for k, g in enumerate(stack.group) if g == "main"]
+        if not main:
+            continue
+        idx = stack.parts["test"]
+        pred = _logits(stack.model, x, idx).argmax(-1)[main].cpu()
+        truth = y[idx][main].cpu()
+        confusion.index_put_((truth.flatten(), pred.flatten()), torch.ones(pred.numel(), dtype=torch.long),
+                             accumulate=True)  # rows: true, cols: predicted
+        constant += int(((pred == 0).all(1) | (pred == 1).all(1)).sum())
+        pos_rate += pred.double().mean(1).tolist()
+        k = len(stack.seeds)
+        latest = x_latest.to(x.device).unsqueeze(1).expand(-1, k, -1, -1)
+        stack.model.eval()
+        probs.append(torch.softmax(stack.model(latest), -1)[main, :, 1].cpu())
+    p = torch.cat(probs).double()  # (S, countries)
+    countries = {name: {"iso2": iso, "p_increase": float(p[:, i].mean()),
+                        "p_increase_std": float(p[:, i].std()) if len(p) > 1 else 0.0}
+                 for i, (name, iso) in enumerate(zip(data.latest_countries, data.latest_iso2))}
+    y_np, main_split = np.asarray(data.y), data.splits[data.split]
+    group = [g for s in stacks for g in s.group]
+    models = [{"seed": s, "split": data.split if g == "main" else "time",
+               **{k: float(v[i]) for k, v in per_model.items()}}
+              for i, (g, s) in enumerate(zip(group, [s for st in stacks for s in st.seeds]))]
     result = {
         **metrics,
         "confusion": {"labels": LABELS, "matrix": confusion.tolist()},
         "predictions": countries,
         "prediction_date": data.prediction_date,
-        "n_train": int(len(data.y_train)), "n_test": int(len(y_test)),
-        # accuracy of always guessing the majority class of the test split (the bar a model must beat)
-        "majority_rate": _majority_rate(y_test), "majority_rate_time": _majority_rate(data.y_test_time),
+        "seeds": cfg.model_seeds, "models": models,
+        "n_train": len(main_split.train), "n_val": len(main_split.val), "n_test": len(main_split.test),
+        # accuracy of always answering the training part's majority class, on the test part
+        "majority_rate": _train_majority_accuracy(y_np, main_split),
+        "majority_rate_time": _train_majority_accuracy(y_np, data.splits["time"]),
+        # main models whose test predictions are all one class: they are majority-class predictors, not forecasters
+        "constant_models": constant, "test_pred_positive_rate": float(np.mean(pos_rate)),
         "n_countries_c": len(data.countries_c), "countries_c": list(data.countries_c), "data_hash": data.data_hash,
     }
     if artifact_dir is not None:
-        folder = Path(artifact_dir)
-        write_json(folder, "summary.json", result)
-        write_json(folder, "confusion.json", result["confusion"])
-        write_json(folder, "predictions.json", {"date": data.prediction_date, "countries": countries})
-        save_model(folder, cfg, model)
+        write_json(artifact_dir, "summary.json", result)
+        write_json(artifact_dir, "confusion.json", result["confusion"])
+        write_json(artifact_dir, "predictions.json", {"date": data.prediction_date, "countries": countries})
+        save_model(artifact_dir, cfg, stacks[0].model)
     return result
 
 
