@@ -129,7 +129,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
     """Fit (or restore and finish) one part on its loaded data; returns its summary."""
     from ray import tune
 
-    from study.space import build_scheduler, build_searcher
+    from study.space import build_scheduler, build_searcher, storage_url
     from study.trial import CloseStoppedRuns, run_trial
 
     dataset, data_hash = loaded
@@ -152,7 +152,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
             param_space=dict(part.constants),
             tune_config=tune.TuneConfig(
                 metric=part.metric, mode=part.mode,
-                search_alg=build_searcher(part, seed=spec.seed),
+                search_alg=build_searcher(part, seed=spec.seed, storage=storage_url(spec.study_dir)),
                 scheduler=build_scheduler(part, part.scheduler),
                 num_samples=part.total_trials,
                 max_concurrent_trials=slots,

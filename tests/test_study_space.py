@@ -107,3 +107,97 @@ def test_asha_lets_last_epoch_and_fixed_runs_finish():
     assert sched.on_trial_result(None, bad, {"training_iteration": 1, "test_acc": 0.1}) == TrialScheduler.STOP
     assert sched.on_trial_result(None, fixed_bad, {"training_iteration": 1, "test_acc": 0.1}) == TrialScheduler.CONTINUE
     assert sched.on_trial_result(None, good, {"training_iteration": 2, "test_acc": 0.9}) == TrialScheduler.CONTINUE
+
+
+def _states(url: str, name: str) -> dict[int, str]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return {t.number: t.state.name for t in study.trials}
+
+
+def test_searcher_writes_the_study_to_its_storage(tmp_path):
+    """Every ask, report and tell lands in the study folder's SQLite file, where optuna-dashboard reads it."""
+    from study.space import storage_url
+
+    part = _part("smoke", "covid")
+    url = storage_url(tmp_path)
+    searcher = build_searcher(part, seed=0, storage=url)
+    n = len(part.fixed)
+    ids = [f"t{i}" for i in range(n + 3)]
+    configs = [searcher.suggest(tid) for tid in ids]
+    full, stopped, failed = ids[n:]
+    for tid in ids[:n] + [full]:
+        for epoch in range(1, part.epochs + 1):
+            searcher.on_trial_result(tid, {"test_acc": 0.5 + epoch / 10, "epoch": epoch, "training_iteration": epoch})
+        searcher.on_trial_complete(tid, {"test_acc": 0.7, "training_iteration": part.epochs})
+    searcher.on_trial_result(stopped, {"test_acc": 0.9, "epoch": 1, "training_iteration": 1})
+    searcher.on_trial_complete(stopped, {"test_acc": 0.9, "training_iteration": 1})
+    searcher.on_trial_complete(failed, None, error=True)
+
+    study = optuna.load_study(study_name="covid", storage=url)  # a separate reader, as a dashboard would be
+    assert study.user_attrs["metric"] == part.metric and study.user_attrs["mode"] == part.mode
+    assert study.metric_names == [part.metric]
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == len(ids)
+    assert [t.user_attrs["ray_trial_id"] for t in trials] == ids
+    assert [t.user_attrs["group"] for t in trials] == ["fixed"] * n + ["search"] * 3
+    assert [t.state.name for t in trials] == ["COMPLETE"] * (n + 1) + ["PRUNED", "FAIL"]
+    for t, cfg in zip(trials, configs):
+        assert t.params == {k: cfg[k] for k in part.space}
+    assert all(t.intermediate_values == {1: 0.6, 2: 0.7} for t in trials[: n + 1])
+    assert trials[n + 1].intermediate_values == {1: 0.9}
+
+
+def test_new_searcher_replaces_a_study_left_in_the_storage(tmp_path):
+    """A fresh Tune experiment starts a fresh Optuna study: no trials of an attempt Tune never saved."""
+    from study.space import storage_url
+
+    part = _part("smoke", "vae")
+    url = storage_url(tmp_path)
+    build_searcher(part, seed=0, storage=url).suggest("lost")
+    build_searcher(part, seed=0, storage=url)
+    assert list(_states(url, "vae").values()) == ["WAITING"] * len(part.fixed)
+
+
+def test_restored_searcher_keeps_one_optuna_trial_per_ray_trial(tmp_path):
+    """After a kill the storage is ahead of Tune's saved searcher: a trial told, a trial asked after the save.
+
+    Tune unpickles the searcher it was built with (tuner.pkl), restores the saved state and resumes the trials
+    it knows; the storage must end with one Optuna trial per Ray trial, fixed runs first and in order.
+    """
+    import pickle
+
+    from study.space import storage_url
+
+    part = _part("smoke", "covid")
+    url = storage_url(tmp_path)
+    searcher = build_searcher(part, seed=0, storage=url)
+    as_built = pickle.dumps(searcher)  # what Tune keeps in tuner.pkl
+    for tid in ("a", "b"):
+        searcher.suggest(tid)
+    searcher.on_trial_result("a", {"test_acc": 0.6, "epoch": 1, "training_iteration": 1})
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's last experiment snapshot before the kill
+    searcher.on_trial_result("a", {"test_acc": 0.7, "epoch": 2, "training_iteration": 2})
+    searcher.on_trial_complete("a", {"test_acc": 0.7, "training_iteration": 2})  # told after the snapshot
+    lost = searcher.suggest("c")  # asked after the snapshot: Tune will not remember trial c
+    del searcher  # the kill
+
+    again = pickle.loads(as_built)
+    again.restore(str(tmp_path / "searcher.pkl"))
+    # Tune resumes a (from its checkpoint) and b, then asks for new trials.
+    again.on_trial_result("a", {"test_acc": 0.7, "epoch": 2, "training_iteration": 2})
+    again.on_trial_complete("a", {"test_acc": 0.7, "training_iteration": 2})
+    assert again.suggest("d") == lost  # the forgotten trial's config, not a new trial
+    rest = [again.suggest(f"e{i}") for i in range(len(part.fixed) - 3)]
+    assert all(cfg["group"] == "fixed" for cfg in rest) and again.suggest("s")["group"] == "search"
+    for tid in ("b", "d", *(f"e{i}" for i in range(len(rest))), "s"):
+        for epoch in (1, 2):
+            again.on_trial_result(tid, {"test_acc": 0.5, "epoch": epoch, "training_iteration": epoch})
+        again.on_trial_complete(tid, {"test_acc": 0.5, "training_iteration": 2})
+
+    study = optuna.load_study(study_name="covid", storage=url)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    rays = ["a", "b", "d", *(f"e{i}" for i in range(len(rest))), "s"]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(rays)
+    assert [t.user_attrs["ray_trial_id"] for t in trials] == rays
+    assert [t.user_attrs["group"] for t in trials] == ["fixed"] * len(part.fixed) + ["search"]
+    assert trials[0].intermediate_values == {1: 0.6, 2: 0.7} and trials[0].value == 0.7
