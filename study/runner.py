@@ -249,7 +249,9 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
         local = spec.mlflow_uri == tracking.default_uri(study_dir)
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
             "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve()),
-            **spaces}, artifact_location=(study_dir / "artifacts").resolve().as_uri() if local else None)
+            **spaces}, artifact_location=(study_dir / "artifacts").resolve().as_uri() if local else None,
+            params=tracking.study_params(dataclasses.asdict(spec), parts),
+            files={"search_space.json": tracking.search_spaces(parts)})
         spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
         save_spec(spec)
     info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")

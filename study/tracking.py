@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -48,17 +49,75 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_study(uri: str, name: str, tags: dict[str, str], artifact_location: str | None = None) -> TrackingInfo:
-    """Create the experiment (named after the study) and its parent run.
+def start_study(uri: str, name: str, tags: dict[str, str], artifact_location: str | None = None,
+                params: dict[str, str] | None = None, files: dict[str, Any] | None = None) -> TrackingInfo:
+    """Create the experiment (named after the study) and its parent run, with the study's settings on it.
 
     `artifact_location`: where the runs' files go. MLflow's default for a local store is ./mlruns of whatever
     folder the command ran in; a study passes its own folder so that it holds everything it made.
+    `params` (`study_params`) say how the study ran; `files` are JSON documents logged on the parent run
+    (`search_space.json` from `search_spaces`), so the MLflow UI alone shows what was searched.
     """
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     experiment_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location)
     parent = client.create_run(experiment_id, run_name=name, tags=tags)
-    return TrackingInfo(uri=uri, experiment_id=experiment_id, parent_run_id=parent.info.run_id, git_commit=git_commit())
+    run_id = parent.info.run_id
+    commit = git_commit()
+    if params:
+        client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in sorted({**params, "git_commit": commit}.items())])
+    for file_name, doc in (files or {}).items():
+        client.log_text(run_id, json.dumps(doc, indent=2, default=str), file_name)
+    return TrackingInfo(uri=uri, experiment_id=experiment_id, parent_run_id=run_id, git_commit=commit)
+
+
+# StudySpec fields that are the study's running state, not its settings.
+STATE_FIELDS = ("experiment_id", "parent_run_id", "git_commit", "done", "extra_fixed")
+
+
+def public_uri(uri: str | None) -> str | None:
+    """A URI without user, password, query or fragment: what may be shown (an MLflow URI can carry a token)."""
+    if not uri or "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password or parts.query or parts.fragment):
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def study_params(settings: dict[str, Any], parts: list[Any]) -> dict[str, str]:
+    """The parent run's params: every setting of the study (a StudySpec as a dict) and each part's effective values.
+
+    A setting left to the preset is logged as 'preset'; `<part>.<key>` says what the part actually ran with.
+    URIs lose any credentials; the address is 'local' for a cluster the study started itself.
+    """
+    out: dict[str, Any] = {k: v for k, v in settings.items() if k not in STATE_FIELDS}
+    out["mlflow_uri"] = public_uri(out.get("mlflow_uri"))
+    out["address"] = public_uri(out.get("address")) or "local"
+    out["extra_fixed_runs"] = len(settings.get("extra_fixed") or [])
+    for key in ("num_samples", "max_concurrent", "scheduler", "epochs"):
+        if out.get(key) is None:
+            out[key] = "auto" if key == "max_concurrent" else "preset"
+    if settings.get("study_dir"):
+        from study.space import storage_url
+
+        out["optuna_storage"] = storage_url(settings["study_dir"])
+    for part in parts:
+        out.update({f"{part.kind}.{k}": v for k, v in {
+            "epochs": part.epochs, "num_samples": part.num_samples, "fixed_runs": len(part.fixed),
+            "trials": part.total_trials, "scheduler": part.scheduler, "metric": part.metric, "mode": part.mode,
+            "grace_period": part.grace_period}.items()})
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in out.items()}
+
+
+def search_spaces(parts: list[Any]) -> dict[str, Any]:
+    """Each part's search as run: space, objective, budget and the fixed runs given to Optuna first."""
+    return {part.kind: {"space": part.space, "metric": part.metric, "mode": part.mode, "epochs": part.epochs,
+                        "num_samples": part.num_samples, "scheduler": part.scheduler,
+                        "grace_period": part.grace_period, "constants": part.constants, "fixed": part.fixed}
+            for part in parts}
 
 
 def finish_study(info: TrackingInfo, status: str, summary: dict[str, Any]) -> None:
