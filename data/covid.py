@@ -6,6 +6,8 @@ turn silently into NaN or a shifted time axis, which a model would happily learn
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.errors import DataError
+from data.errors import DataError, MissingData
 
 META = ("Province/State", "Country/Region", "Lat", "Long")
 HOMEWORK_RANGE = ("2020-01-22", "2020-05-22")  # the homework's due date bounds what it could have seen
 REVISION_RULES = ("clip", "keep")
+MAX_COUNT = 1e10  # more people than the world has (8e9): a cumulative count above it is corrupt, not data
 _RANGE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
 
 
@@ -41,15 +44,34 @@ class DailyCases:
     source: Path | None = None
 
 
-def _read_header(path: Path) -> list[str]:
-    """Read the header ourselves: pandas renames duplicated columns ("1/22/20.1"), hiding duplicated dates."""
+def read_utf8(path: Path, what: str) -> str:
+    """The whole file as text, or one line saying where the first byte that is not UTF-8 sits.
+
+    Decoded here rather than by pandas: pandas fails anywhere in the file with a long UnicodeDecodeError
+    traceback about a chunk offset, while a byte position and line number let a user find the bad cell.
+    """
     if not path.is_file():
-        raise DataError("missing file (expected the CSSE time_series_covid19_confirmed_global.csv)", path)
+        raise MissingData(f"missing file (expected {what})", path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), None)
-    except UnicodeDecodeError:
-        raise DataError("not a text CSV file (cannot decode as UTF-8)", path) from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the file ({err.__class__.__name__}: {err.strerror or err})", path) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line} (byte offset {err.start}) is not valid "
+            f"UTF-8 ({what}; re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8)", path,
+        ) from None
+
+
+def _read_header(path: Path, text: str) -> list[str]:
+    """Read the header ourselves: pandas renames duplicated columns ("1/22/20.1"), hiding duplicated dates."""
+    try:
+        header = next(csv.reader(io.StringIO(text)), None)
+    except csv.Error as err:
+        raise DataError(f"malformed CSV header ({err})", path) from None
     if not header or not any(h.strip() for h in header):
         raise DataError("empty file (no header row)", path)
     return [h.strip() for h in header]
@@ -111,47 +133,83 @@ def _select_range(path: Path, dates: np.ndarray, date_range: str) -> slice:
 def load_confirmed(path: str | Path, date_range: str = "full") -> CovidSeries:
     """Parse and validate the CSSE confirmed CSV; provinces are summed because the study works per country."""
     path = Path(path)
-    header = _read_header(path)
+    text = read_utf8(path, "the CSSE time_series_covid19_confirmed_global.csv")
+    header = _read_header(path, text)
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise DataError(f"duplicated column {dup!r} (a duplicated date)", path)
     dates = _parse_dates(path, header)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.ParserError as err:
-        raise DataError(f"malformed CSV ({str(err).strip()})", path) from None
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"malformed CSV ({' '.join(str(err).split())})", path) from None
     if df.empty:
         raise DataError("no data rows (header only)", path)
     df.columns = header
     date_cols = [h for h in header if h not in META]
-    raw = df[date_cols]
-    counts = raw.apply(pd.to_numeric, errors="coerce")
-    bad = counts.isna().to_numpy()
-    if bad.any():
-        r, c = (int(a[0]) for a in np.nonzero(bad))
-        raise DataError(
-            f"non-numeric count {raw.iat[r, c]!r} in data row {r + 1} ({df['Country/Region'].iat[r]}), column {date_cols[c]}",
-            path,
-        )
-    if (counts.to_numpy() < 0).any():
-        r, c = (int(a[0]) for a in np.nonzero(counts.to_numpy() < 0))
-        raise DataError(f"negative cumulative count in data row {r + 1}, column {date_cols[c]}", path)
-    names = df["Country/Region"].str.strip()
+    names = df["Country/Region"].fillna("").str.strip()
     if (names == "").any():
         raise DataError(f"empty Country/Region in data row {int(np.argmax(names == '')) + 1}", path)
-    sl = _select_range(path, dates, date_range)
-    summed = counts.iloc[:, sl].groupby(names.to_numpy()).sum().sort_index()
+    counts = _counts(path, df[date_cols], names, date_cols)
+    summed = pd.DataFrame(counts, columns=date_cols).groupby(names.to_numpy()).sum().sort_index()
     coords = pd.DataFrame(
         {k: pd.to_numeric(df[k], errors="coerce") if k in df else np.nan for k in ("Lat", "Long")}
     ).groupby(names.to_numpy()).mean().reindex(summed.index)
-    return CovidSeries(
+    full = CovidSeries(
         countries=[str(c) for c in summed.index],
-        dates=dates[sl],
+        dates=dates,
         cumulative=summed.to_numpy(dtype=np.float64),
         lat=coords["Lat"].to_numpy(dtype=np.float64),
         long=coords["Long"].to_numpy(dtype=np.float64),
         source=path,
     )
+    return select_range(full, date_range)
+
+
+def _counts(path: Path, raw: pd.DataFrame, names: pd.Series, date_cols: list[str]) -> np.ndarray:
+    """Every cell a finite, non-negative count no larger than MAX_COUNT, or one line naming country, row and day.
+
+    ``inf``, ``1e400`` (which parses to inf) and ``1e300`` are numbers to a parser but not counts: left in,
+    they turn differences and correlations into inf/NaN with nothing but numpy warnings, and the country
+    silently drops out of set C.
+    """
+    values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+
+    def where(mask: np.ndarray) -> tuple[str, str]:
+        r, c = (int(a[0]) for a in np.nonzero(mask))
+        cell = raw.iat[r, c]
+        blank = not isinstance(cell, str) or not cell.strip()
+        shown = "'' (a blank cell, or a row shorter than the header)" if blank else repr(cell)
+        return shown, f"in data row {r + 1} ({names.iat[r]}), column {date_cols[c]}"
+
+    if np.isnan(values).any():
+        cell, at = where(np.isnan(values))
+        raise DataError(f"non-numeric count {cell} {at}", path)
+    if np.isinf(values).any():
+        cell, at = where(np.isinf(values))
+        raise DataError(f"count {cell} {at} is not finite", path)
+    if (values > MAX_COUNT).any():
+        cell, at = where(values > MAX_COUNT)
+        raise DataError(
+            f"count {cell} {at} is above {MAX_COUNT:.0e}, more than the world's population: not a case count", path
+        )
+    if (values < 0).any():
+        cell, at = where(values < 0)
+        raise DataError(f"negative cumulative count {cell} {at}", path)
+    return values
+
+
+def select_range(series: CovidSeries, date_range: str) -> CovidSeries:
+    """The same series on a named date range (load once, look at several ranges without re-parsing)."""
+    sl = _select_range(series.source, series.dates, date_range)
+    if sl == slice(0, len(series.dates)):
+        return series
+    return dataclasses.replace(series, dates=series.dates[sl], cumulative=series.cumulative[:, sl])
+
+
+def describe_range(date_range: str) -> str:
+    """How a range was named, for humans: 'homework range', 'full range' or 'given range'."""
+    return {"full": "full range", "homework": "homework range"}.get(date_range, "given range")
 
 
 def daily_new_cases(series: CovidSeries, revisions: str = "clip") -> DailyCases:

@@ -11,3 +11,11 @@ class DataError(ValueError):
         self.path = None if path is None else Path(path)
         self.problem = " ".join(str(problem).split())  # never multi-line
         super().__init__(f"{self.path}: {self.problem}" if self.path is not None else self.problem)
+
+
+class MissingData(DataError):
+    """A dataset that is not there at all (as opposed to present but malformed).
+
+    `study data check` with no dataset named reports a missing one as one line and goes on with the other, while
+    a malformed one still fails the check; ``problem`` starts with "missing" and says what to do.
+    """

@@ -2,13 +2,19 @@
 
 Decoding 20,963 PNGs takes seconds, loading the cache milliseconds; every trial of a study calls
 ``load_faces``, so the cache is what makes trials cheap. Bad images are skipped and counted, not fatal,
-because one broken file in a scraped set of 20k should not stop a study.
+because one broken file in a scraped set of 20k should not stop a study. The source is only read: the cache
+lives in the cache folder (``data.location.resolve_cache_dir``), never beside the images.
+
+Decompression bombs are bounded three ways, each before the memory is spent (see the limits below): an image
+member's size as its header declares it, the bytes actually read from it (a header can lie), and the pixel count
+its image header declares before any pixel is decoded.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +26,7 @@ from tqdm import tqdm
 
 from data.errors import DataError
 from data.image_cache import cache_paths, read_cache, write_cache
-from data.location import cache_dir
+from data.location import resolve_cache_dir
 
 SIZES = (16, 28, 32, 64)
 RESAMPLE = {
@@ -31,6 +37,30 @@ RESAMPLE = {
     "box": Image.Resampling.BOX,
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Pillow identifies by content, not by name: only these decoders may run, so a ".png" cannot reach an exotic one.
+DECODERS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+
+# Limits. The real set is 20,963 PNGs of 64x64 pixels, at most 11 KB each and 198 MB in all; a face crop is
+# never a large picture. So:
+# - MAX_MEMBER_BYTES (32 MiB): about 3,000 times the largest real image and more than an uncompressed 3000x3000
+#   RGB bitmap, yet small enough that reading one member can never exhaust memory (a 1 MB zip member can
+#   declare, or hold, 1 GiB). A member over it is SKIPPED and counted with its reason, like any other
+#   unreadable image: one oversized file in a scraped set should not stop a study, and nothing of it is read
+#   beyond the limit.
+# - MAX_TOTAL_BYTES (4 GiB): the sum over the image members that would be read, about 20 times the real set.
+#   Over it the whole source is refused in one line before anything is decoded: no face set is that large,
+#   so it is a crafted archive (e.g. thousands of members each just under the member limit), not data.
+# - MAX_PIXELS (4096 x 4096): checked from the image's own header before its pixels are decoded, because a
+#   small PNG can decode to a huge bitmap (a 100 KB PNG of 100,000,000 pixels needs 400 MB as RGBA). At the
+#   limit one decoded RGBA bitmap is 64 MiB; real faces have 4,096 pixels. Over it the image is skipped.
+MAX_MEMBER_BYTES = 32 * 2**20
+MAX_TOTAL_BYTES = 4 * 2**30
+MAX_SIDE = 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+
+
+class OversizedImage(ValueError):
+    """One image over a limit: skipped and counted like an unreadable one."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +114,67 @@ def _zip_members(zf: zipfile.ZipFile, path: Path) -> tuple[list[zipfile.ZipInfo]
     images.sort(key=lambda i: natural_key(i.filename))
     if not images:
         raise DataError(f"zip holds no images (no member ending in {', '.join(IMAGE_SUFFIXES)})", path)
+    _check_total((i.file_size for i in images), "zip's image members declare", path)
     digest = _hash(f"{i.filename}\t{i.file_size}\t{i.CRC:08x}" for i in images)
     return images, "zip-" + digest
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _check_total(sizes: Iterator[int], what: str, path: Path) -> None:
+    """Members over the per-image limit are skipped unread, so only the others count towards the total."""
+    total = sum(n for n in sizes if n <= MAX_MEMBER_BYTES)
+    if total > MAX_TOTAL_BYTES:
+        raise DataError(
+            f"the {what} {_mib(total)} of images in all, above the {_mib(MAX_TOTAL_BYTES)} limit for a face set "
+            f"(the anime-faces set is about 190 MiB); refusing it as a likely decompression bomb", path,
+        )
+
+
+def _check_declared(declared: int) -> None:
+    """From the zip header (or the file's size) alone, before a byte of the member is decompressed."""
+    if declared > MAX_MEMBER_BYTES:
+        raise OversizedImage(
+            f"declared size {_mib(declared)} is above the {_mib(MAX_MEMBER_BYTES)} limit per image; not read"
+        )
+
+
+def _bounded_read(fh, declared: int, chunk: int = 2**20) -> bytes:
+    """At most MAX_MEMBER_BYTES + 1 bytes: a header that understates the size cannot make us read more.
+
+    In 1 MiB reads because zipfile decompresses up to the requested length before it trims to the declared
+    size: one read of the whole limit would inflate a lying member to 32 MiB in memory just to drop it.
+    """
+    parts: list[bytes] = []
+    got = 0
+    while got <= MAX_MEMBER_BYTES:
+        part = fh.read(min(chunk, MAX_MEMBER_BYTES + 1 - got))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        got += len(part)
+    raise OversizedImage(
+        f"holds more than the {_mib(MAX_MEMBER_BYTES)} limit per image (its header said {declared} bytes); "
+        f"not read further"
+    )
+
+
+class _Budget:
+    """Bytes actually read so far, against MAX_TOTAL_BYTES: the headers' total is checked first, but can lie."""
+
+    def __init__(self, source: Path):
+        self.source, self.used = source, 0
+
+    def take(self, data: bytes) -> bytes:
+        self.used += len(data)
+        if self.used > MAX_TOTAL_BYTES:
+            raise DataError(
+                f"images read so far exceed the {_mib(MAX_TOTAL_BYTES)} limit for a face set although the "
+                f"headers declared less; refusing it as a likely decompression bomb", self.source,
+            )
+        return data
 
 
 def _folder_members(folder: Path) -> tuple[list[Path], str]:
@@ -102,7 +191,8 @@ def _folder_members(folder: Path) -> tuple[list[Path], str]:
     if not files:
         raise DataError(f"image folder is empty (no files ending in {', '.join(IMAGE_SUFFIXES)})", folder)
     files.sort(key=lambda p: natural_key(p.relative_to(folder).as_posix()))
-    stats = ((p.relative_to(folder).as_posix(), p.stat()) for p in files)
+    stats = [(p.relative_to(folder).as_posix(), p.stat()) for p in files]
+    _check_total((st.st_size for _name, st in stats), "folder's image files hold", folder)
     return files, "dir-" + _hash(f"{name}\t{st.st_size}\t{st.st_mtime_ns}" for name, st in stats)
 
 
@@ -119,8 +209,22 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _decode(data: bytes, size: int, resample: Image.Resampling) -> np.ndarray:
-    """Bytes -> (3, S, S) uint8. Raises on anything unreadable; the caller counts it as skipped."""
-    with Image.open(io.BytesIO(data)) as im:
+    """Bytes -> (3, S, S) uint8. Raises on anything unreadable or too large; the caller counts it as skipped.
+
+    The pixel count comes from the image header, read by ``Image.open`` before any pixel is decoded; Pillow's
+    own bomb check only warns below 179 million pixels, so ours is what bounds memory (and is local: Pillow's
+    global ``MAX_IMAGE_PIXELS`` is left alone).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data), formats=DECODERS)
+    with im:
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise OversizedImage(
+                f"image is {width}x{height} = {width * height:,} pixels, above the {MAX_SIDE}x{MAX_SIDE} limit; "
+                f"not decoded"
+            )
         im.load()  # truncated files fail here, not later
         rgb = _to_rgb(im)
         if rgb.size != (size, size):
@@ -137,6 +241,8 @@ def _decode_all(names: list[str], read: Callable[[int], bytes], size: int, resam
         try:
             out[found] = _decode(read(k), size, RESAMPLE[resample])
             found += 1
+        except DataError:  # a limit on the whole source (total bytes read): not one bad image
+            raise
         except Exception as err:  # noqa: BLE001 - any decoder failure means "skip this image"
             reason = " ".join(f"{err.__class__.__name__}: {err}".split())
             skipped.append({"index": k, "member": names[k], "reason": reason})
@@ -160,7 +266,8 @@ def load_faces(
     """The faces as uint8 (N, 3, S, S), decoded once per (source content, S, filter) and memory-mapped after.
 
     ``max_images`` takes the first that many image members in natural order (found + skipped <= max_images);
-    it is served from a full cache when one exists, else only those members are decoded.
+    it is served from a full cache when one exists, else only those members are decoded. ``cache_root``
+    None means ``<cache folder>/faces`` ($STUDY_CACHE_DIR, else the user cache): never beside the source.
     """
     source = Path(source)
     if size not in SIZES:
@@ -171,21 +278,33 @@ def load_faces(
         raise DataError(f"max_images must be a positive integer, got {max_images!r}", source)
     if not source.exists():
         raise DataError("missing: no such zip or image folder", source)
-    root = Path(cache_root) if cache_root is not None else cache_dir(source.parent)
+    root = Path(cache_root) if cache_root is not None else resolve_cache_dir() / "faces"
+    budget = _Budget(source)
 
     if source.is_dir():
         files, source_hash = _folder_members(source)
         names = [p.relative_to(source).as_posix() for p in files]
-        read = lambda k: files[k].read_bytes()  # noqa: E731
-        return _load(source, source_hash, names, read, size, resample, root, progress, max_images)
+
+        def read_file(k: int) -> bytes:
+            declared = files[k].stat().st_size
+            _check_declared(declared)
+            with files[k].open("rb") as fh:  # the file may have grown since it was listed: read bounded
+                return budget.take(_bounded_read(fh, declared))
+
+        return _load(source, source_hash, names, read_file, size, resample, root, progress, max_images)
     if not zipfile.is_zipfile(source):
         raise DataError("not a zip archive (and not a folder of images)", source)
     try:
         with zipfile.ZipFile(source) as zf:
             infos, source_hash = _zip_members(zf, source)
             names = [i.filename for i in infos]
-            read = lambda k: zf.read(infos[k])  # noqa: E731
-            return _load(source, source_hash, names, read, size, resample, root, progress, max_images)
+
+            def read_member(k: int) -> bytes:
+                _check_declared(infos[k].file_size)
+                with zf.open(infos[k]) as fh:
+                    return budget.take(_bounded_read(fh, infos[k].file_size))
+
+            return _load(source, source_hash, names, read_member, size, resample, root, progress, max_images)
     except zipfile.BadZipFile as err:
         raise DataError(f"broken zip archive ({err})", source) from None
 
@@ -213,7 +332,13 @@ def _load(source, source_hash, names, read, size, resample, root, progress, max_
         "source": str(source), "source_hash": source_hash, "size": size, "resample": resample,
         "members": len(todo), "found": len(images), "skipped": skipped,
     }
-    write_cache(npy_path, meta_path, images, meta)
+    try:
+        write_cache(npy_path, meta_path, images, meta)
+    except OSError as err:
+        raise DataError(
+            f"cannot write the image cache ({err.__class__.__name__}: {err}); point --cache-dir / "
+            f"$STUDY_CACHE_DIR at a writable folder", npy_path.parent,
+        ) from None
     stored = read_cache(npy_path, meta_path, size)
     final = stored.images if stored is not None else images
     return FaceSet(final, len(images), len(skipped), source, source_hash, npy_path)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Bump when decoding changes (alpha handling, 16-bit scaling, ...) so old caches are never reused by mistake.
-CACHE_FORMAT = 1
+# Bump when decoding changes (alpha handling, 16-bit scaling, size limits, ...) so old caches are never reused by mistake.
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,24 @@
-"""Where the data lives: one setting (flag, else STUDY_DATA_DIR, else a per-user cache), and the files in it."""
+"""Where the data lives and where derived files go: two settings, and the data folder is only ever read.
+
+The data folder: --data-dir, else $STUDY_DATA_DIR, else the per-user cache folder. The cache folder (the image
+cache, a downloaded CSSE CSV): --cache-dir, else $STUDY_CACHE_DIR, else ``platformdirs.user_cache_dir("study")``
+(which honours $XDG_CACHE_HOME). Nothing is ever written into, or created as, a data folder: a shared or
+read-only folder stays as it was, and a mistyped one is reported instead of being made.
+"""
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
 import urllib.request
 from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from data.errors import DataError
+from data.errors import DataError, MissingData
 
 ENV_VAR = "STUDY_DATA_DIR"
+CACHE_ENV_VAR = "STUDY_CACHE_DIR"
 CSSE_BASE = (
     "https://raw.githubusercontent.com/CSSEGISandData/COVID-19/master/csse_covid_19_data/"
 )
@@ -29,71 +35,80 @@ FACES_HELP = (
 )
 
 
-def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
-    """The --data-dir flag wins, then $STUDY_DATA_DIR, then a per-user cache, so CI and users both need no code change."""
-    if flag:
-        return Path(flag).expanduser().resolve()
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser().resolve()
+def user_cache() -> Path:
+    """The per-user cache folder (platformdirs: $XDG_CACHE_HOME/study, else ~/.cache/study on Linux)."""
     return Path(user_cache_dir("study")).resolve()
 
 
-def cache_dir(data_dir: Path) -> Path:
-    """Derived arrays go beside the data when we may write there, else in the user cache (shared/data is read-only)."""
-    preferred = Path(data_dir) / "cache"
-    try:
-        # As root a write probe succeeds even in a folder marked read-only (like shared/data): honour the mode bits.
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
-        if not Path(data_dir).stat().st_mode & stat.S_IWUSR:
-            raise PermissionError(f"{data_dir} is marked read-only")
-        preferred.mkdir(parents=True, exist_ok=True)
-        probe = preferred / ".write-test"
-        probe.touch()
-        probe.unlink()
-        return preferred
-    except OSError:
-        fallback = Path(user_cache_dir("study")) / "cache"
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
+def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
+    """The --data-dir flag wins, then $STUDY_DATA_DIR, then the per-user cache, so CI and users need no code change.
+
+    A folder named by flag or environment must exist: it is never created (a typo would otherwise leave an empty
+    folder behind and every dataset would look "missing" instead of the setting looking wrong). The default may
+    not exist yet: it only fills when a CSV is downloaded.
+    """
+    for value, how in ((flag, "--data-dir"), (os.environ.get(ENV_VAR), f"${ENV_VAR}")):
+        if value:
+            path = Path(value).expanduser().resolve()
+            if not path.is_dir():
+                what = "is not a folder" if path.exists() else "does not exist"
+                raise DataError(
+                    f"data folder {what} (given by {how}); check --data-dir / ${ENV_VAR}", path
+                )
+            return path
+    return user_cache()
+
+
+def resolve_cache_dir(flag: str | os.PathLike | None = None) -> Path:
+    """The --cache-dir flag wins, then $STUDY_CACHE_DIR, then the per-user cache folder.
+
+    Not created here: whoever writes into it creates it, so asking where the cache is never changes a disk.
+    """
+    for value in (flag, os.environ.get(CACHE_ENV_VAR)):
+        if value:
+            return Path(value).expanduser().resolve()
+    return user_cache()
 
 
 def _download(url: str, dest: Path, timeout: float = 20.0) -> None:
-    """Write to a temporary file first so an interrupted download never leaves half a CSV behind."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=timeout) as resp, tempfile.NamedTemporaryFile(
-        dir=dest.parent, delete=False, suffix=".part"
-    ) as tmp:
-        shutil.copyfileobj(resp, tmp)
+    """Connect before making any folder, and write to a temporary file first: a failed or interrupted download
+    leaves neither an empty folder nor half a CSV behind."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
+            try:
+                shutil.copyfileobj(resp, tmp)
+            except BaseException:
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
     Path(tmp.name).replace(dest)
 
 
-def covid_file(data_dir: Path, name: str = CONFIRMED_NAME, download: bool = True) -> Path:
-    """Path of a CSSE file under data_dir/covid, downloaded from the CSSE repository when missing and possible."""
+def covid_file(
+    data_dir: Path, name: str = CONFIRMED_NAME, download: bool = True, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """A CSSE file: ``data_dir/covid/name``, else the cache's copy ``<cache>/covid/name``, else downloaded there.
+
+    The download goes to the cache folder, never into the data folder (which may be shared or read-only, and
+    is only ever read). ``cache_dir`` is the --cache-dir flag (None: $STUDY_CACHE_DIR, else the user cache).
+    """
     path = Path(data_dir) / "covid" / name
     if path.is_file():
         return path
-    where = path
+    cached = resolve_cache_dir(cache_dir) / "covid" / name
+    if cached.is_file():
+        return cached
+    by_hand = f"put that file in {path.parent} or point --data-dir / ${ENV_VAR} at a folder with covid/{name}"
     if download:
-        # The data dir may be read-only; then fetch into the per-user cache instead.
-        for target in (path, Path(user_cache_dir("study")) / "covid" / name):
-            if target.is_file():
-                return target
-            try:
-                _download(CSSE_URLS[name], target)
-                return target
-            except PermissionError:
-                continue
-            except OSError as err:
-                raise DataError(
-                    f"missing, and the download from {CSSE_URLS[name]} failed ({err.__class__.__name__}: {err}); "
-                    f"fetch that file by hand into {path.parent} or point --data-dir / ${ENV_VAR} at a folder with covid/{name}",
-                    where,
-                ) from None
-    raise DataError(
-        f"missing; download {CSSE_URLS[name]} into {path.parent} or point --data-dir / ${ENV_VAR} at a folder with covid/{name}",
-        where,
-    )
+        try:
+            _download(CSSE_URLS[name], cached)
+            return cached
+        except OSError as err:
+            raise MissingData(
+                f"missing; downloading it from {CSSE_URLS[name]} failed ({err.__class__.__name__}: {err}); {by_hand}",
+                path,
+            ) from None
+    raise MissingData(f"missing; download {CSSE_URLS[name]} and {by_hand}", path)
 
 
 def faces_source(data_dir: Path) -> Path:
@@ -106,7 +121,7 @@ def faces_source(data_dir: Path) -> Path:
         for sub in (folder / "images", folder / "data", folder):
             if sub.is_dir() and any(p.is_file() and p.name != "manifest.csv" for p in sub.iterdir()):
                 return sub
-    raise DataError(
+    raise MissingData(
         "missing; " + FACES_HELP.format(zip=zip_path, folder=folder / "images"),
         zip_path,
     )

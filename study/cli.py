@@ -19,21 +19,30 @@ class UsageError(Exception):
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
-        help="folder with covid/ and anime_faces/ (default: $STUDY_DATA_DIR, else the per-user cache)",
+        help="folder with covid/ and anime_faces/, only ever read (default: $STUDY_DATA_DIR, else the per-user cache)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        help="folder for the image cache and a downloaded CSV (default: $STUDY_CACHE_DIR, else the per-user cache)",
     )
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from data.check import run_check
+    from data.check import DATASETS, run_check
 
-    print(run_check(args.data_dir, seq_len=args.seq_len, size=args.size))
-    return 0
+    result = run_check(args.data_dir, seq_len=args.seq_len, size=args.size,
+                       datasets=(args.dataset,) if args.dataset else DATASETS,
+                       date_range=args.date_range, cache_dir=args.cache_dir)
+    print(result.text)
+    for line in result.errors:
+        print(f"study: error: {line}", file=sys.stderr)
+    return result.code
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
     from data.check import run_prepare
 
-    print(run_prepare(args.data_dir, size=args.size, resample=args.resample))
+    print(run_prepare(args.data_dir, size=args.size, resample=args.resample, cache_dir=args.cache_dir))
     return 0
 
 
@@ -43,12 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="check and prepare the datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    check = data_sub.add_parser("check", help="validate both datasets and print what a study would see")
+    check = data_sub.add_parser(
+        "check", help="validate the datasets and print what a study would see",
+        description="Check one dataset, or both: with no DATASET a missing one is reported in one line and the "
+                    "other is still checked. Exit 0 when what was asked for is present and valid, else 2.",
+    )
+    check.add_argument("dataset", nargs="?", choices=("covid", "faces"), metavar="DATASET",
+                       help="covid or faces (default: both)")
     _add_data_dir(check)
     check.add_argument("--seq-len", type=int, default=30, help="window length L for the window counts (default 30)")
+    check.add_argument("--date-range", default="homework",
+                       help="days for set C and the windows: full, homework (2020-01-22..2020-05-22, what the "
+                            "presets train on; the default) or YYYY-MM-DD..YYYY-MM-DD")
     check.add_argument("--size", type=int, default=64, help="image size whose cache is reported (default 64)")
     check.set_defaults(handler=_data_check)
-    prepare = data_sub.add_parser("prepare", help="build the image cache (uint8 N x 3 x S x S)")
+    prepare = data_sub.add_parser("prepare", help="build the image cache (uint8 N x 3 x S x S) in the cache folder")
     _add_data_dir(prepare)
     prepare.add_argument("--size", type=int, default=64, choices=(16, 28, 32, 64))
     prepare.add_argument("--resample", default="bilinear", choices=("nearest", "bilinear", "bicubic", "lanczos", "box"))

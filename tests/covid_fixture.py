@@ -79,3 +79,23 @@ def write_faces_zip(root: Path, n: int = 3) -> Path:
             Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
             zf.writestr(f"data/{i}.png", buf.getvalue())
     return path
+
+
+def with_cell(text: str, row: int, day: int, value: str) -> str:
+    """The CSV text with one count replaced: data row `row` (0-based), date column `day` (0-based)."""
+    lines = text.split("\n")
+    cells = lines[row + 1].split(",")
+    cells[4 + day] = value
+    lines[row + 1] = ",".join(cells)
+    return "\n".join(lines)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `folder` (folders too) with its size and mtime: equal snapshots = nothing written."""
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        st = p.lstat()
+        out[p.relative_to(folder).as_posix() + ("/" if p.is_dir() else "")] = (st.st_size, st.st_mtime_ns)
+    st = Path(folder).lstat()
+    out["."] = (st.st_size, st.st_mtime_ns)
+    return out

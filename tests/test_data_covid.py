@@ -1,11 +1,13 @@
 """COVID data layer: parsing, daily cases, correlation, set C, iso2, bad input; real-data checks (windows: test_data_windows.py)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from covid_fixture import COUNTRIES, DATES, DAILY, confirmed_path, csv_text, write_data_dir
+from covid_fixture import COUNTRIES, DATES, DAILY, LOOKUP, confirmed_path, csv_text, with_cell, write_data_dir
 from data.correlation import pearson_matrix, select_countries
 from data.countries import iso2_codes
 from data.covid import daily_new_cases, load_confirmed
@@ -106,6 +108,109 @@ def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="missing file") as err:
         load_confirmed(tmp_path / "nope.csv")
     assert str(err.value).startswith(str(tmp_path / "nope.csv"))
+
+
+# Data rows (0-based): Algeria, New South Wales, Victoria, Brazil, Chile, Diamond Princess; day 4 is 1/26/20.
+ABSURD_COUNTS = {
+    "inf": ("inf", "count 'inf' in data row 4 (Brazil), column 1/26/20 is not finite"),
+    "-inf": ("-inf", "count '-inf' in data row 4 (Brazil), column 1/26/20 is not finite"),
+    "1e400": ("1e400", "count '1e400' in data row 4 (Brazil), column 1/26/20 is not finite"),
+    "1e300": ("1e300", "count '1e300' in data row 4 (Brazil), column 1/26/20 is above 1e+10, more than the world"),
+    "2e10": ("20000000000", "count '20000000000' in data row 4 (Brazil), column 1/26/20 is above 1e+10"),
+    "nan": ("nan", "non-numeric count 'nan' in data row 4 (Brazil), column 1/26/20"),
+    "NaN": ("NaN", "non-numeric count 'NaN' in data row 4 (Brazil), column 1/26/20"),
+    "empty": ("", "non-numeric count '' (a blank cell, or a row shorter than the header) in data row 4 (Brazil)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABSURD_COUNTS))
+def test_non_finite_or_absurd_counts_name_country_row_and_day(tmp_path, case):
+    value, problem = ABSURD_COUNTS[case]
+    root = write_data_dir(tmp_path, csv=with_cell(csv_text(), 3, 4, value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way to the error
+        with pytest.raises(DataError) as err:
+            load_confirmed(confirmed_path(root))
+    msg = str(err.value)
+    assert "\n" not in msg and msg == f"{confirmed_path(root)}: {msg.split(': ', 1)[1]}" and problem in msg, msg
+
+
+def test_a_short_row_is_a_missing_count(tmp_path):
+    text = csv_text().split("\n")
+    text[2] = text[2].rsplit(",", 1)[0]  # New South Wales loses its last day
+    root = write_data_dir(tmp_path, csv="\n".join(text))
+    with pytest.raises(DataError, match=r"non-numeric count '' \(a blank cell, or a row shorter than the header\) "
+                                        r"in data row 2 \(Australia\), column 2/2/20"):
+        load_confirmed(confirmed_path(root))
+
+
+def test_the_largest_plausible_count_passes(tmp_path):
+    root = write_data_dir(tmp_path, csv=with_cell(csv_text(), 3, 11, "10000000000"))
+    assert load_confirmed(confirmed_path(root)).cumulative.max() == 1e10
+
+
+def test_valid_data_gives_no_numpy_warnings(root):
+    """Daily differences and correlations of valid data (with a zero-variance country) warn about nothing."""
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        for spec in ("full", "homework", "2020-01-24..2020-01-29"):
+            daily = daily_new_cases(load_confirmed(confirmed_path(root), spec))
+            corr, zero = pearson_matrix(daily.values)
+            assert zero == [COUNTRIES.index("Diamond Princess")] and np.isfinite(np.delete(corr, zero, 0)[:, 1]).all()
+
+
+ENCODING = {
+    "data-row": (lambda t: t.replace("Chile", "Chil\u00e9"), "byte 0xe9 at line 6 (byte offset"),
+    "header": (lambda t: t.replace("Lat,", "L\u00e4t,", 1), "byte 0xe4 at line 1 (byte offset 31)"),
+    "last-cell": (lambda t: t.rstrip("\n") + "\u00b0\n", "byte 0xb0 at line 7"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENCODING))
+def test_latin1_byte_anywhere_is_one_line_with_its_line(tmp_path, case):
+    edit, problem = ENCODING[case]
+    root = write_data_dir(tmp_path)
+    confirmed_path(root).write_bytes(edit(csv_text()).encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        load_confirmed(confirmed_path(root))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{confirmed_path(root)}: not UTF-8 text: ") and problem in msg, msg
+
+
+def test_a_utf8_bom_and_utf8_names_are_fine(tmp_path):
+    root = write_data_dir(tmp_path)
+    confirmed_path(root).write_bytes(b"\xef\xbb\xbf" + csv_text().replace("Chile", "Chil\u00e9").encode())
+    assert "Chil\u00e9" in load_confirmed(confirmed_path(root)).countries
+
+
+LOOKUP_FILE = "UID_ISO_FIPS_LookUp_Table.csv"
+BAD_LOOKUP = {
+    "latin1": (LOOKUP.replace("Namibia", "Nam\u00efbia").encode("latin-1"), "not UTF-8 text: byte 0xef at line 8"),
+    "binary": (bytes(range(256)) * 40, "not UTF-8 text: byte 0x80 at line 2 (byte offset 128)"),
+    "png": (b"\x89PNG\r\n\x1a\n" + bytes(100), "not UTF-8 text: byte 0x89 at line 1 (byte offset 0)"),
+    "control-bytes": (b"\x00\x01\x02" * 300, "not a CSSE lookup table: missing column(s)"),
+    "wrong-columns": (b"a,b,c\n1,2,3\n", "not a CSSE lookup table: missing column(s) iso2, Admin2"),
+    "empty": (b"", "empty file"),
+    "blank": (b"\n \n\n", "empty file"),
+    "header-only": (LOOKUP.splitlines()[0].encode() + b"\n", "no data rows"),
+    "ragged": (LOOKUP.encode() + b"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n", "malformed CSV"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LOOKUP))
+def test_garbage_lookup_table_is_one_line_naming_it(tmp_path, case):
+    body, problem = BAD_LOOKUP[case]
+    path = tmp_path / LOOKUP_FILE
+    path.write_bytes(body)
+    with pytest.raises(DataError) as err:
+        iso2_codes(path, COUNTRIES)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ") and problem in msg, msg
+
+
+def test_missing_lookup_table(tmp_path):
+    with pytest.raises(DataError, match="missing file"):
+        iso2_codes(tmp_path / LOOKUP_FILE, COUNTRIES)
 
 
 BAD_CONFIG = {

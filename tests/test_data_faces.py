@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -162,8 +166,9 @@ def test_failed_write_leaves_nothing_behind(face_zip, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(image_cache.np, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(DataError) as excinfo:  # one line naming the cache folder, not an OSError traceback
         load_faces(face_zip, size=16, cache_root=tmp_path / "cache", progress=False)
+    _one_line_error(excinfo, str(tmp_path / "cache"), "cannot write the image cache", "disk full", "--cache-dir")
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -253,3 +258,197 @@ def test_real_faces_prefix(real_data_dir, tmp_path):
     assert fs.images.shape == (512, 3, 16, 16) and fs.images.dtype == np.uint8
     assert (fs.found, fs.skipped) == (512, 0)
     assert fs.images.std() > 10  # real pictures, not a blank array
+
+
+# ---- decompression bombs: bounded from the headers, while reading, and in pixels ----------------------------------
+
+BOMB_BYTES = 64 * 2**20  # twice the per-image limit; deflates to about 64 KB
+
+
+def _set_declared_sizes(path: Path, sizes: dict[str, int]) -> Path:
+    """Rewrite members' uncompressed sizes in their local headers and central directory entries (data and CRC
+    untouched): a zip whose headers lie, as a crafted archive's can."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        offsets = {name: zf.getinfo(name).header_offset for name in sizes}
+    for name, size in sizes.items():
+        struct.pack_into("<I", raw, offsets[name] + 22, size)  # local file header
+    pos = raw.find(b"PK\x01\x02")
+    while pos != -1:  # central directory entries
+        n = struct.unpack_from("<H", raw, pos + 28)[0]
+        name = raw[pos + 46: pos + 46 + n].decode()
+        if name in sizes:
+            struct.pack_into("<I", raw, pos + 24, sizes[name])
+        pos = raw.find(b"PK\x01\x02", pos + 46 + n)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _pixel_bomb(side: int = 6000) -> bytes:
+    """A PNG of a few KB that decodes to side x side pixels (36 million: 144 MB as RGBA)."""
+    return _png(Image.new("1", (side, side)))
+
+
+def _two_good() -> dict[str, bytes]:
+    return {"faces/1.png": _png(Image.new("RGB", (64, 64), (20, 1, 2))),
+            "faces/2.png": _png(Image.new("RGB", (64, 64), (40, 1, 2)))}
+
+
+def _bomb_zip(path: Path) -> Path:
+    """Two good images; 64 MiB of zeros (honest header); 64 MiB of zeros whose headers say 1,000 bytes; a real
+    small PNG whose headers say 64 MiB; a pixel bomb."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, body in _two_good().items():
+            zf.writestr(name, body)
+        zf.writestr("faces/3.png", bytes(BOMB_BYTES))
+        zf.writestr("faces/4.png", bytes(BOMB_BYTES))
+        zf.writestr("faces/5.png", _png(Image.new("RGB", (64, 64), (60, 1, 2))))
+        zf.writestr("faces/6.png", _pixel_bomb())
+    return _set_declared_sizes(path, {"faces/4.png": 1000, "faces/5.png": BOMB_BYTES})
+
+
+def test_bombs_are_skipped_with_their_reason(tmp_path):
+    fs = load_faces(_bomb_zip(tmp_path / "bomb.zip"), size=16, cache_root=tmp_path / "cache", progress=False)
+    assert (fs.found, fs.skipped) == (2, 4)
+    reasons = {s["member"]: s["reason"] for s in json.loads(fs.cache_path.with_suffix(".json").read_text())["skipped"]}
+    assert "declared size 64.0 MiB is above the 32.0 MiB limit per image; not read" in reasons["faces/3.png"]
+    assert "declared size 64.0 MiB" in reasons["faces/5.png"]  # a small image behind a big header: still refused
+    assert "CRC" in reasons["faces/4.png"]  # read stopped at the 1,000 bytes its header declared
+    assert "6000x6000 = 36,000,000 pixels, above the 4096x4096 limit" in reasons["faces/6.png"]
+
+
+def test_bombs_keep_peak_memory_low(tmp_path):
+    """Measured in a fresh process (ru_maxrss is a lifetime peak): decoding the bomb zip adds < 32 MiB of RSS.
+
+    Reading either 64 MiB member, or decoding the 36-megapixel PNG, would add 64 to 150 MB.
+    """
+    path = _bomb_zip(tmp_path / "bomb.zip")
+    script = (
+        "import resource, sys\n"
+        "from data.faces import Image, load_faces\n"
+        "Image.init()  # every Pillow plugin imported before the baseline\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "fs = load_faces(sys.argv[1], size=16, cache_root=sys.argv[2], progress=False)\n"
+        "print(fs.found, fs.skipped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "cache")], check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    found, skipped, delta_kib = (int(v) for v in out)
+    assert (found, skipped) == (2, 4)
+    assert delta_kib < 32 * 1024, f"peak RSS grew by {delta_kib / 1024:.0f} MiB"
+
+
+def test_reading_stops_past_the_limit_whatever_the_header_said():
+    """The bound while reading: a member (or a file that grew after it was listed) that yields more than the
+    limit is refused after limit + 1 bytes, even though its header declared 100 bytes."""
+    class Counting(io.BytesIO):
+        asked: list[int] = []
+
+        def read(self, n=-1):
+            self.asked.append(n)
+            return super().read(n)
+
+    fh = Counting(bytes(faces.MAX_MEMBER_BYTES + 10))
+    with pytest.raises(faces.OversizedImage, match="more than the 32.0 MiB limit per image .its header said 100 bytes"):
+        faces._bounded_read(fh, 100)
+    assert sum(fh.asked) == faces.MAX_MEMBER_BYTES + 1 and max(fh.asked) <= 2**20  # in 1 MiB reads, no further
+
+
+def test_too_many_declared_bytes_in_all_fail_the_zip_in_one_line(tmp_path):
+    """150 real 64x64 PNGs whose headers each declare 30 MiB (under the per-image limit): 4.4 GiB in all."""
+    members = {f"faces/{i}.png": _png(Image.new("RGB", (64, 64), (i, 1, 2))) for i in range(150)}
+    path = _set_declared_sizes(_write_zip(tmp_path / "many.zip", members), {n: 30 * 2**20 for n in members})
+    with pytest.raises(DataError) as excinfo:
+        load_faces(path, size=16, cache_root=tmp_path / "cache", progress=False)
+    _one_line_error(excinfo, str(path), "4,500.0 MiB of images in all, above the 4,096.0 MiB limit", "bomb")
+    assert not (tmp_path / "cache").exists()  # refused before anything was decoded or written
+
+
+def test_folder_sizes_are_bounded_too(tmp_path):
+    """Sparse files: large as far as stat says, no disk used."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "1.png").write_bytes(_png(Image.new("RGB", (64, 64), (20, 1, 2))))
+    with (folder / "2.png").open("wb") as fh:
+        fh.truncate(BOMB_BYTES)
+    fs = load_faces(folder, size=16, cache_root=tmp_path / "cache", progress=False)
+    assert (fs.found, fs.skipped) == (1, 1)
+    for i in range(3, 140):
+        with (folder / f"{i}.png").open("wb") as fh:
+            fh.truncate(30 * 2**20)
+    with pytest.raises(DataError) as excinfo:
+        load_faces(folder, size=16, cache_root=tmp_path / "cache2", progress=False)
+    _one_line_error(excinfo, str(folder), "above the 4,096.0 MiB limit")
+
+
+# ---- the data folder is only read ---------------------------------------------------------------------------------
+
+def _in_zip(members: dict[str, bytes], extra: dict[str, bytes] | None = None):
+    def build(data: Path) -> Path:
+        (data / "anime_faces").mkdir(parents=True)
+        return _write_zip(data / "anime_faces" / "anime_faces.zip", members, extra)
+    return build
+
+
+def _in_folder(members: dict[str, str | bytes]):
+    def build(data: Path) -> None:
+        for name, body in members.items():
+            path = data / "anime_faces" / "images" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body.encode() if isinstance(body, str) else body)
+    return build
+
+
+def _raw(body: bytes):
+    def build(data: Path) -> None:
+        (data / "anime_faces").mkdir(parents=True)
+        (data / "anime_faces" / "anime_faces.zip").write_bytes(body)
+    return build
+
+
+def _bombs(data: Path) -> None:
+    (data / "anime_faces").mkdir(parents=True)
+    _bomb_zip(data / "anime_faces" / "anime_faces.zip")
+
+
+def _many(data: Path) -> None:
+    members = {f"faces/{i}.png": _png(Image.new("RGB", (8, 8))) for i in range(150)}
+    _set_declared_sizes(_in_zip(members)(data), {n: 30 * 2**20 for n in members})
+
+
+FIXTURES = {
+    "good-zip": _in_zip(_members(), {"readme.txt": b"not counted", "__MACOSX/._1.png": b"fork"}),
+    "good-folder": _in_folder({**_members(), "notes.txt": "ignored"}),
+    "unreadable-only": _in_zip({"1.png": b"nope", "2.png": b"also nope"}),
+    **{f"escaping-{name}": _in_zip({"1.png": _png(Image.new("RGB", (64, 64))), name: b"x"})
+       for name in ("../x.png", "/x.png", "faces/../../x.png", "C:/x.png")},
+    "not-a-zip-empty": _raw(b""),
+    "not-a-zip-text": _raw(b"hello, I am a text file\n"),
+    "no-images": _in_zip({"readme.txt": b"no pictures here"}),
+    "empty-folder": _in_folder({"notes.txt": "text only"}),
+    "bombs": _bombs,
+    "too-many-bytes": _many,
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIXTURES))
+def test_the_data_folder_is_unchanged_by_every_fixture(tmp_path, monkeypatch, case):
+    """Names, sizes and mtimes of everything in the data folder are the same after loading, good input or hostile;
+    the cache, when one is made, is in $STUDY_CACHE_DIR."""
+    from covid_fixture import snapshot
+
+    from data.location import faces_source
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    FIXTURES[case](data)
+    before = snapshot(data)
+    try:
+        fs = load_faces(faces_source(data), size=16, progress=False)
+    except DataError:
+        fs = None
+    assert snapshot(data) == before
+    if fs is not None:
+        assert fs.cache_path.parent == tmp_path / "cache" / "faces"
+    assert not (tmp_path / "xdg").exists()
