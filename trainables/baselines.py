@@ -63,6 +63,8 @@ def _predictions(name: str, data: SequenceData, split: Any, numeric: np.ndarray,
         return np.full(len(y), int(np.mean(y[split.train]) > 0.5), dtype=np.int64)
     if name == "weekly":
         return _weekly(np.asarray(data.raw), data.label) if data.raw.shape[1] >= WEEK else None
+    if len(np.unique(y[split.train])) < 2:  # one class to learn from: a fitted model can only answer it
+        return np.full(len(y), int(y[split.train][0]), dtype=np.int64)
     design = _design(numeric, wday, one_hot=name == "logistic")
     model = _model(name, seed, design.shape[1])
     with warnings.catch_warnings():
