@@ -1,27 +1,66 @@
-"""Optuna search figures rebuilt from the MLflow runs: optimisation history and parameter importances.
+"""Optuna search figures: optimisation history and parameter importances.
 
-The search trials are the child runs with group=search. Their params were logged as strings, so an in-memory
-Optuna study is rebuilt with distributions inferred from the values (numbers -> int/float ranges, log scale when
-they span a decade or more; anything else -> categorical), then Optuna's own fANOVA evaluator ranks the params.
+A study keeps each part's Optuna study in its folder (`optuna.db`, study named after the part): the trials as
+Optuna saw them (fixed runs first, then the searched ones; COMPLETE, PRUNED when ASHA stopped them, FAIL), with
+the objective's name and direction as study attributes. The figures read that. A study folder from before the
+storage existed has only its MLflow runs: then an in-memory Optuna study is rebuilt from the finished child
+runs (fixed and search), with the distributions of the space logged on the parent run (else inferred from the
+values), and Optuna's own fANOVA evaluator ranks the params.
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from analysis.common import plt, save
 from analysis.results import RunInfo, StudyResults
 
+# Only for study folders that logged neither an Optuna storage nor their space: the objective of old studies.
 OBJECTIVE = {"sequence": ("test_acc", "maximize"), "vae": ("test_neg_elbo", "minimize")}
 NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", "group"}
 PART = {"sequence": "covid", "vae": "vae"}
+STORAGE_FILE = "optuna.db"  # the study folder's Optuna storage (written by the study's searcher)
+DIRECTION = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
+
+
+def optuna_study(results: StudyResults, trainable: str):
+    """The part's Optuna study from the study folder's storage; None for a folder without one."""
+    import optuna
+
+    if not results.study_dir:
+        return None
+    path = Path(results.study_dir) / STORAGE_FILE
+    if not path.is_file():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # skip_table_creation: a reader never writes, not even the schema
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", skip_table_creation=True)
+    if PART[trainable] not in optuna.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=PART[trainable], storage=storage)
+
+
+def objective(results: StudyResults, trainable: str, study=None) -> tuple[str, str]:
+    """(metric, 'maximize'|'minimize') the search optimised: from the Optuna storage, else the study.space tag."""
+    study = study if study is not None else optuna_study(results, trainable)
+    if study is not None and study.user_attrs.get("metric"):
+        return study.user_attrs["metric"], study.direction.name.lower()
+    text = results.parent_tags.get(f"study.space.{PART[trainable]}")
+    if text:
+        logged = json.loads(text)
+        if logged.get("metric") and logged.get("mode") in DIRECTION:
+            return logged["metric"], DIRECTION[logged["mode"]]
+    return OBJECTIVE[trainable]
 
 
 def search_trials(results: StudyResults, trainable: str) -> list[RunInfo]:
-    """Every trial of the Optuna study: the fixed runs are its first (enqueued) trials, the search the rest."""
-    metric = OBJECTIVE[trainable][0]
+    """Every finished trial of the Optuna study, as MLflow runs: the fixed runs first (enqueued), then the search."""
+    metric = objective(results, trainable)[0]
     runs = [r for r in results.select(trainable=trainable) if r.tags.get("group") in ("fixed", "search")]
     return [r for r in runs if np.isfinite(r.metrics.get(metric, math.nan))]
 
@@ -99,11 +138,11 @@ def infer_distributions(runs: list[RunInfo], space: dict | None = None) -> dict:
 
 
 def rebuild_study(results: StudyResults, trainable: str):
-    """An in-memory Optuna study with one COMPLETE trial per search run, in start order."""
+    """An in-memory Optuna study with one COMPLETE trial per finished run, in start order (older study folders)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    metric, direction = OBJECTIVE[trainable]
+    metric, direction = objective(results, trainable)
     runs = search_trials(results, trainable)
     dists = infer_distributions(runs, logged_space(results, trainable))
     study = optuna.create_study(direction=direction)
@@ -119,11 +158,19 @@ def rebuild_study(results: StudyResults, trainable: str):
 
 
 def param_importances(results: StudyResults, trainable: str) -> dict[str, float]:
-    """fANOVA importances (Optuna's evaluator, fixed seed); empty when fewer than two trials or no varying param."""
+    """fANOVA importances (Optuna's evaluator, fixed seed) over the finished trials; empty when fewer than two.
+
+    From the Optuna storage where the study has one (its COMPLETE trials), else from the rebuilt study.
+    """
     import optuna
 
-    study, runs = rebuild_study(results, trainable)
-    if len(runs) < 2 or not study.trials[0].distributions:
+    study = optuna_study(results, trainable)
+    if study is not None:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    else:
+        study, _ = rebuild_study(results, trainable)
+        trials = study.trials
+    if len(trials) < 2 or not trials[0].distributions:
         return {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -131,25 +178,88 @@ def param_importances(results: StudyResults, trainable: str) -> dict[str, float]
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
 
 
+@dataclass(frozen=True)
+class SearchHistory:
+    """One part's trials in Optuna's order (fixed runs first), for the history figure and its title."""
+
+    metric: str
+    direction: str                 # maximize | minimize
+    values: np.ndarray             # final value; for a stopped trial the last value it reported; FAIL: NaN
+    state: list[str]               # COMPLETE | PRUNED (stopped early by ASHA) | FAIL
+    group: list[str]               # fixed | search
+    source: str                    # "optuna storage" | "MLflow runs"
+
+    @property
+    def title(self) -> str:
+        """'54 trials: 48 fixed, 6 searched (2 stopped early)': the fixed runs are trials, not searched ones."""
+        n_fixed, n_search = self.group.count("fixed"), self.group.count("search")
+        extra = [f"{self.state.count('PRUNED')} stopped early"] if "PRUNED" in self.state else []
+        extra += [f"{self.state.count('FAIL')} failed"] if "FAIL" in self.state else []
+        return (f"{len(self.state)} trials: {n_fixed} fixed, {n_search} searched"
+                + (f" ({', '.join(extra)})" if extra else ""))
+
+
+def search_history(results: StudyResults, trainable: str) -> SearchHistory | None:
+    """The history from the Optuna storage, else from the finished MLflow runs; None without any trial."""
+    import optuna
+
+    study = optuna_study(results, trainable)
+    if study is None:
+        runs = search_trials(results, trainable)
+        if not runs:
+            return None
+        metric, direction = objective(results, trainable)
+        return SearchHistory(
+            metric=metric, direction=direction, values=np.array([r.metrics[metric] for r in runs]),
+            state=["PRUNED" if "stopped_early" in r.tags else "COMPLETE" for r in runs],
+            group=[r.group for r in runs], source="MLflow runs")
+    metric, direction = objective(results, trainable, study)
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    trials = sorted(study.get_trials(deepcopy=False, states=ended), key=lambda t: t.number)
+    if not trials:
+        return None
+    n_fixed = int(study.user_attrs.get("fixed_runs", 0))
+
+    def value(t) -> float:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            return float(t.value)
+        steps = sorted(t.intermediate_values)
+        return float(t.intermediate_values[steps[-1]]) if steps else math.nan
+
+    return SearchHistory(
+        metric=metric, direction=direction, values=np.array([value(t) for t in trials]),
+        state=[t.state.name for t in trials],
+        group=[t.user_attrs.get("group", "fixed" if t.number < n_fixed else "search") for t in trials],
+        source="optuna storage")
+
+
 def _history(results: StudyResults, out_dir, trainable: str):
     figure = f"{PART[trainable]}_search_history"
-    runs = search_trials(results, trainable)
-    if not runs:
-        results.skip(figure, f"no finished {trainable} search trials")
+    hist = search_history(results, trainable)
+    if hist is None:
+        results.skip(figure, f"no finished {trainable} trials")
         return None
-    metric, direction = OBJECTIVE[trainable]
-    y = np.array([r.metrics[metric] for r in runs])
+    y = hist.values
     x = np.arange(1, len(y) + 1)
-    best = np.maximum.accumulate(y) if direction == "maximize" else np.minimum.accumulate(y)
-    stopped = np.array(["stopped_early" in r.tags for r in runs])
+    state, group = np.array(hist.state), np.array(hist.group)
+    complete = state == "COMPLETE"
+    # Optuna's best so far: over the trials that ran their whole budget (a stopped trial's value is partial)
+    worst = -np.inf if hist.direction == "maximize" else np.inf
+    best = np.where(complete, y, worst)
+    best = np.maximum.accumulate(best) if hist.direction == "maximize" else np.minimum.accumulate(best)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    ax.scatter(x[~stopped], y[~stopped], color="#1f77b4", label="trial (all epochs)", zorder=3)
-    if stopped.any():
-        ax.scatter(x[stopped], y[stopped], color="#ff7f0e", marker="v", label="trial stopped early by ASHA", zorder=3)
-    ax.step(x, best, where="post", color="#d62728", label="best so far")
-    ax.set_xlabel("trial (in start order)")
-    ax.set_ylabel(f"final {metric}")
-    ax.set_title(f"Optuna optimisation history, {PART[trainable]} ({len(runs)} search trials, {direction})")
+    for mask, colour, marker, label in (
+        (complete & (group == "fixed"), "#7f7f7f", "s", "fixed run"),
+        (complete & (group != "fixed"), "#1f77b4", "o", "searched trial"),
+        (state == "PRUNED", "#ff7f0e", "v", "stopped early by ASHA (last value)"),
+    ):
+        if mask.any():
+            ax.scatter(x[mask], y[mask], color=colour, marker=marker, label=label, zorder=3)
+    if np.isfinite(best).any():
+        ax.step(x, np.where(np.isfinite(best), best, np.nan), where="post", color="#d62728", label="best so far")
+    ax.set_xlabel("trial (Optuna's order: fixed runs first)")
+    ax.set_ylabel(f"final {hist.metric} ({hist.direction})")
+    ax.set_title(f"Optuna optimisation history, {PART[trainable]}: {hist.title}", fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, out_dir, f"{figure}.png")
 
@@ -162,34 +272,37 @@ def _importance(results: StudyResults, out_dir, trainable: str):
         results.skip(figure, f"importance evaluation failed ({type(err).__name__}: {err})")
         return None
     if not imp:
-        results.skip(figure, f"needs at least two {trainable} search trials that differ in a parameter")
+        results.skip(figure, f"needs at least two finished {trainable} trials that differ in a parameter")
         return None
+    hist = search_history(results, trainable)
+    used = [g for g, st in zip(hist.group, hist.state) if st == "COMPLETE"] if hist else []
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
     ax.barh(names, [imp[n] for n in names], color="#1f77b4")
     for i, n in enumerate(names):
         ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=9)
     ax.set_xlim(0, max(imp.values()) * 1.2 or 1)
-    ax.set_xlabel(f"fANOVA importance for {OBJECTIVE[trainable][0]}")
-    ax.set_title(f"Parameter importances, {PART[trainable]} search ({len(search_trials(results, trainable))} trials)")
+    ax.set_xlabel(f"fANOVA importance for {objective(results, trainable)[0]}")
+    ax.set_title(f"Parameter importances, {PART[trainable]} ({len(used)} finished trials: "
+                 f"{used.count('fixed')} fixed, {used.count('search')} searched)", fontsize=10)
     return save(fig, out_dir, f"{figure}.png")
 
 
 def fig_covid_search_history(results: StudyResults, out_dir):
-    """Final test accuracy of each COVID search trial and the best so far."""
+    """The objective of each COVID trial (fixed runs and searched ones) and the best so far."""
     return _history(results, out_dir, "sequence")
 
 
 def fig_covid_search_importance(results: StudyResults, out_dir):
-    """Which searched hyperparameters explain the COVID test accuracy (fANOVA)."""
+    """Which searched hyperparameters explain the COVID objective (fANOVA)."""
     return _importance(results, out_dir, "sequence")
 
 
 def fig_vae_search_history(results: StudyResults, out_dir):
-    """Final held-out negative ELBO of each VAE search trial and the best so far."""
+    """The objective (held-out negative ELBO) of each VAE trial, fixed and searched, and the best so far."""
     return _history(results, out_dir, "vae")
 
 
 def fig_vae_search_importance(results: StudyResults, out_dir):
-    """Which searched hyperparameters explain the VAE's held-out negative ELBO (fANOVA)."""
+    """Which searched hyperparameters explain the VAE's objective (fANOVA)."""
     return _importance(results, out_dir, "vae")

@@ -69,6 +69,7 @@ class StudyResults:
     runs: list[RunInfo]
     failed: list[RunInfo] = field(default_factory=list)
     data_dir: str | None = None  # overrides the runs' data_dir param (figures that need the CSV)
+    study_dir: str | None = None  # the study folder (its Optuna storage); None when not on this machine
     skipped: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
 
     def select(self, trainable: str | None = None, group: str | None = None, **params: str) -> list[RunInfo]:
@@ -222,11 +223,15 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
         info.artifacts = _artifacts(client, r, cache)
         runs.append(info)
     runs.sort(key=lambda r: (r.start_time, r.name))
+    parent_tags = dict(parents[-1].data.tags) if parents else {}
+    # The study folder the parent run names (tag study.storage), when this machine sees it.
+    folder = parent_tags.get("study.storage")
     return StudyResults(
         name=exp.name,
         tracking_uri=tracking_uri,
         experiment_id=exp.experiment_id,
-        parent_tags=dict(parents[-1].data.tags) if parents else {},
+        parent_tags=parent_tags,
         runs=runs,
         failed=failed,
+        study_dir=folder if folder and Path(folder).is_dir() else None,
     )

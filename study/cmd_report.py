@@ -68,6 +68,8 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError("--mlflow-uri without --storage needs --out (where to write the report)")
     results = load_study(uri, name, cache_dir=out / ".artifacts")
     results.data_dir = args.data_dir or spec.get("data_dir")
+    if study_dir is not None:  # its Optuna storage (optuna.db) holds the search as Optuna saw it
+        results.study_dir = str(study_dir)
     index = write_report(results, out)
     print(f"study: report for {results.name}: {index}")
     for fig, why in results.skipped.items():
