@@ -106,7 +106,7 @@ def faces_summary(
 
 
 def _names(items: list[str]) -> str:
-    return f"{len(items)} ({', '.join(items)})" if items else "none"
+    return f"{len(items)} ({'; '.join(items)})" if items else "none"  # '; ': names like 'Korea, North' hold commas
 
 
 def format_covid(covid: dict[str, Any]) -> list[str]:

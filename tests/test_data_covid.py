@@ -277,3 +277,16 @@ def test_real_windows_and_splits(real):
     parts = split_windows(w, "random")
     assert w.x.shape == (len(chosen) * (1142 - 30), 30, 1)
     assert sum(map(len, parts)) == len(w.y) and np.isfinite(w.x).all()
+
+
+@pytest.mark.integration
+def test_real_data_gives_no_numpy_warnings(real_data_dir):
+    """The real file on both ranges the project uses: differences and correlations raise no floating-point warning."""
+    path = real_data_dir / "covid" / "time_series_covid19_confirmed_global.csv"
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        for spec in ("full", "homework"):
+            daily = daily_new_cases(load_confirmed(path, spec))
+            corr, zero = pearson_matrix(daily.values)
+            keep = np.setdiff1d(np.arange(len(daily.countries)), zero)
+            assert np.isfinite(corr[np.ix_(keep, keep)]).all()
