@@ -155,6 +155,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
+        if result:
+            # Tune hands the result on which a scheduler stopped the trial to on_trial_complete only: without
+            # this, a trial ASHA stops at its first rung would reach Optuna with no value at all.
+            self.on_trial_result(trial_id, result)
         if result and result.get(TRAINING_ITERATION, self._max_t) < self._max_t:
             self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.PRUNED)
             self._completed_trials.add(trial_id)

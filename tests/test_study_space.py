@@ -32,10 +32,10 @@ def test_stopped_trial_is_pruned_not_complete():
     for tid in ("full", "stopped", "failed"):
         searcher.suggest(tid)
     for step in range(1, part.epochs + 1):
-        searcher.on_trial_result("full", {"test_acc": 0.5 + step / 10, "training_iteration": step})
-    searcher.on_trial_complete("full", {"test_acc": 0.7, "training_iteration": part.epochs})
-    searcher.on_trial_result("stopped", {"test_acc": 0.9, "training_iteration": 1})
-    searcher.on_trial_complete("stopped", {"test_acc": 0.9, "training_iteration": 1})
+        searcher.on_trial_result("full", {part.metric: 0.5 + step / 10, "training_iteration": step})
+    searcher.on_trial_complete("full", {part.metric: 0.7, "training_iteration": part.epochs})
+    searcher.on_trial_result("stopped", {part.metric: 0.9, "training_iteration": 1})
+    searcher.on_trial_complete("stopped", {part.metric: 0.9, "training_iteration": 1})
     searcher.on_trial_complete("failed", None, error=True)
     states = {t.number: t.state for t in searcher._ot_study.trials if t.state != optuna.trial.TrialState.WAITING}
     assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.PRUNED,
@@ -127,10 +127,10 @@ def test_searcher_writes_the_study_to_its_storage(tmp_path):
     full, stopped, failed = ids[n:]
     for tid in ids[:n] + [full]:
         for epoch in range(1, part.epochs + 1):
-            searcher.on_trial_result(tid, {"test_acc": 0.5 + epoch / 10, "epoch": epoch, "training_iteration": epoch})
-        searcher.on_trial_complete(tid, {"test_acc": 0.7, "training_iteration": part.epochs})
-    searcher.on_trial_result(stopped, {"test_acc": 0.9, "epoch": 1, "training_iteration": 1})
-    searcher.on_trial_complete(stopped, {"test_acc": 0.9, "training_iteration": 1})
+            searcher.on_trial_result(tid, {part.metric: 0.5 + epoch / 10, "epoch": epoch, "training_iteration": epoch})
+        searcher.on_trial_complete(tid, {part.metric: 0.7, "training_iteration": part.epochs})
+    # Tune gives the result on which ASHA stopped a trial to on_trial_complete alone, not to on_trial_result.
+    searcher.on_trial_complete(stopped, {part.metric: 0.9, "epoch": 1, "training_iteration": 1})
     searcher.on_trial_complete(failed, None, error=True)
 
     study = optuna.load_study(study_name="covid", storage=url)  # a separate reader, as a dashboard would be
@@ -174,25 +174,25 @@ def test_restored_searcher_keeps_one_optuna_trial_per_ray_trial(tmp_path):
     as_built = pickle.dumps(searcher)  # what Tune keeps in tuner.pkl
     for tid in ("a", "b"):
         searcher.suggest(tid)
-    searcher.on_trial_result("a", {"test_acc": 0.6, "epoch": 1, "training_iteration": 1})
+    searcher.on_trial_result("a", {part.metric: 0.6, "epoch": 1, "training_iteration": 1})
     searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's last experiment snapshot before the kill
-    searcher.on_trial_result("a", {"test_acc": 0.7, "epoch": 2, "training_iteration": 2})
-    searcher.on_trial_complete("a", {"test_acc": 0.7, "training_iteration": 2})  # told after the snapshot
+    searcher.on_trial_result("a", {part.metric: 0.7, "epoch": 2, "training_iteration": 2})
+    searcher.on_trial_complete("a", {part.metric: 0.7, "training_iteration": 2})  # told after the snapshot
     lost = searcher.suggest("c")  # asked after the snapshot: Tune will not remember trial c
     del searcher  # the kill
 
     again = pickle.loads(as_built)
     again.restore(str(tmp_path / "searcher.pkl"))
     # Tune resumes a (from its checkpoint) and b, then asks for new trials.
-    again.on_trial_result("a", {"test_acc": 0.7, "epoch": 2, "training_iteration": 2})
-    again.on_trial_complete("a", {"test_acc": 0.7, "training_iteration": 2})
+    again.on_trial_result("a", {part.metric: 0.7, "epoch": 2, "training_iteration": 2})
+    again.on_trial_complete("a", {part.metric: 0.7, "training_iteration": 2})
     assert again.suggest("d") == lost  # the forgotten trial's config, not a new trial
     rest = [again.suggest(f"e{i}") for i in range(len(part.fixed) - 3)]
     assert all(cfg["group"] == "fixed" for cfg in rest) and again.suggest("s")["group"] == "search"
     for tid in ("b", "d", *(f"e{i}" for i in range(len(rest))), "s"):
         for epoch in (1, 2):
-            again.on_trial_result(tid, {"test_acc": 0.5, "epoch": epoch, "training_iteration": epoch})
-        again.on_trial_complete(tid, {"test_acc": 0.5, "training_iteration": 2})
+            again.on_trial_result(tid, {part.metric: 0.5, "epoch": epoch, "training_iteration": epoch})
+        again.on_trial_complete(tid, {part.metric: 0.5, "training_iteration": 2})
 
     study = optuna.load_study(study_name="covid", storage=url)
     trials = sorted(study.trials, key=lambda t: t.number)
