@@ -19,18 +19,68 @@ def sequence_runs(results: StudyResults) -> list[RunInfo]:
 
 
 def design_runs(results: StudyResults) -> list[RunInfo]:
-    """The fixed grid (cells x L x seeds) at its usual normalisation; all sequence runs if there is no fixed group."""
+    """The fixed grid (cells x L, seeds inside each trial) at its usual normalisation and features; all sequence
+    runs if there is no fixed group."""
     runs = results.select(trainable="sequence", group="fixed") or sequence_runs(results)
-    norm = most_common(runs, "norm")
-    return [r for r in runs if norm is None or r.params.get("norm") == norm]
+    for param in ("norm", "features"):
+        common = most_common(runs, param)
+        runs = [r for r in runs if common is None or r.params.get(param) == common]
+    return runs
+
+
+def objective(results: StudyResults) -> tuple[str, str]:
+    """The metric the study chose on (logged with its search space), val_acc when it logged none. A store from
+    before validation parts existed has no val_acc at all: its runs can only be ranked by test_acc, and
+    `chosen_on` says so in the report."""
+    text = results.parent_tags.get("study.space.covid")
+    metric, mode = "val_acc", "max"
+    if text:
+        space = json.loads(text)
+        metric, mode = space.get("metric", metric), space.get("mode", mode)
+    if not any(metric in r.metrics for r in sequence_runs(results)):
+        return "test_acc", "max"
+    return metric, mode
+
+
+def chosen_on(results: StudyResults) -> str:
+    """How the reported model was chosen, in words for the report."""
+    metric, _ = objective(results)
+    if metric.startswith("val"):
+        return f"chosen on validation ({metric}); its test numbers are reported once, not used to choose"
+    return f"chosen on {metric}: this study logged no validation metric, so the choice saw the test part"
 
 
 def best_sequence_run(results: StudyResults, need: str | None = None) -> RunInfo | None:
-    """The best model: highest final test accuracy over every sequence run (fixed and search), optionally one with an artefact."""
+    """The chosen model: the best value of the study's objective (validation accuracy) over every sequence run,
+    fixed and search; optionally only runs that have an artefact. Its test numbers are reported, never compared."""
     runs = sequence_runs(results)
     if need:
         runs = [r for r in runs if need in r.artifacts]
-    return best_run(runs, "test_acc", "max")
+    metric, mode = objective(results)
+    return best_run(runs, metric, mode)
+
+
+def seeds_of(run: RunInfo) -> int:
+    n = run.num("seeds", 1.0)
+    return int(n) if np.isfinite(n) and n >= 1 else 1
+
+
+def interval(runs: list[RunInfo], key: str, level: float = 0.95) -> tuple[float, float, int]:
+    """Mean and t-interval half-width of a final metric over seeds.
+
+    One run: its seeds are inside it (metric = mean over S seeds, `<key>_std` their sample std), so the interval
+    is t(S-1) * std / sqrt(S). Several runs (one seed each, as older studies ran): over the runs' values.
+    """
+    runs = [r for r in runs if np.isfinite(r.metrics.get(key, math.nan))]
+    if len(runs) != 1:
+        return t_interval([r.metrics[key] for r in runs], level)
+    run, n = runs[0], seeds_of(runs[0])
+    std = run.metrics.get(f"{key}_std", math.nan)
+    if n < 2 or not np.isfinite(std):
+        return float(run.metrics[key]), math.nan, n
+    from scipy import stats
+
+    return float(run.metrics[key]), float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)), n
 
 
 @dataclass
@@ -43,11 +93,16 @@ class AccRow:
     acc_time: float
     ci_time: float
     n_time: int
+    val_random: float = math.nan
+    majority_random: float = math.nan
+    majority_time: float = math.nan
+    constant: int = 0  # main models (over seeds) that answered one class on the whole test part
+    models: int = 0
 
 
 def acc_vs_L(results: StudyResults) -> list[AccRow]:
-    """Final test accuracy per (cell, L): random split from split=random runs, time split from test_acc_time
-    (every run also scores the leakage-free time split) or from split=time runs when that metric is absent."""
+    """Final test accuracy per (cell, L) on the random and the time split, with intervals over seeds; the
+    majority-class rate of each L (which changes with L) and how many models only predicted one class."""
     runs = design_runs(results)
     rows = []
     lens = sorted({int(r.num("seq_len")) for r in runs if np.isfinite(r.num("seq_len"))})
@@ -56,20 +111,66 @@ def acc_vs_L(results: StudyResults) -> list[AccRow]:
             group = [r for r in runs if r.params.get("cell") == cell and int(r.num("seq_len", -1)) == L]
             if not group:
                 continue
-            rand = [r.metrics.get("test_acc", math.nan) for r in group if r.params.get("split", "random") == "random"]
-            time_ = [r.metrics["test_acc_time"] for r in group if "test_acc_time" in r.metrics]
-            if not time_:
-                time_ = [r.metrics.get("test_acc", math.nan) for r in group if r.params.get("split") == "time"]
-            m_r, h_r, n_r = t_interval(rand)
-            m_t, h_t, n_t = t_interval(time_)
-            rows.append(AccRow(cell, L, n_r, m_r, h_r, m_t, h_t, n_t))
+            rand = [r for r in group if r.params.get("split", "random") == "random"]
+            m_r, h_r, n_r = interval(rand, "test_acc")
+            m_t, h_t, n_t = interval(group, "test_acc_time")
+            if not np.isfinite(m_t):
+                m_t, h_t, n_t = interval([r for r in group if r.params.get("split") == "time"], "test_acc")
+            summaries = [summary(r) for r in group]
+            rows.append(AccRow(
+                cell, L, n_r, m_r, h_r, m_t, h_t, n_t,
+                val_random=interval(rand, "val_acc")[0],
+                majority_random=_mean(s.get("majority_rate") for s in summaries),
+                majority_time=_mean(s.get("majority_rate_time") for s in summaries),
+                constant=sum(int(s.get("constant_models", 0)) for s in summaries),
+                models=sum(seeds_of(r) for r in group)))
     return rows
 
 
+def _mean(values) -> float:
+    v = [float(x) for x in values if x is not None and np.isfinite(float(x))]
+    return float(np.mean(v)) if v else math.nan
+
+
+def summary(run: RunInfo) -> dict:
+    """The run's summary.json artefact (end-of-run numbers), or {} when it has none."""
+    path = run.artifacts.get("summary.json")
+    return json.loads(path.read_text()) if path is not None else {}
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+def baseline_runs(results: StudyResults) -> list[RunInfo]:
+    return [r for r in results.runs if r.trainable == "baseline"]
+
+
+def baselines_at(results: StudyResults, like: RunInfo, split: str) -> dict[str, RunInfo]:
+    """The baseline runs on `like`'s data setting (date range, set C, L, label, trained split, fractions, seed),
+    scored on `split`: name -> run."""
+    keys = ("date_range", "revisions", "selection", "threshold", "seq_len", "label", "train_frac", "val_frac", "seed")
+    out = {}
+    for r in baseline_runs(results):
+        if r.params.get("split") != split or r.params.get("trained_split") != like.params.get("split", "random"):
+            continue
+        if all(r.params.get(k) == like.params.get(k) for k in keys if k in r.params):
+            out[r.params.get("baseline", r.tags.get("study.baseline", "?"))] = r
+    return out
+
+
+def best_baseline(results: StudyResults, like: RunInfo, split: str) -> tuple[str, float] | None:
+    """The baseline with the best validation accuracy on `like`'s setting (chosen like a model), and its test."""
+    found = baselines_at(results, like, split)
+    if not found:
+        return None
+    name = max(found, key=lambda n: found[n].metrics.get("val_acc", -1.0))
+    return name, float(found[name].metrics.get("test_acc", math.nan))
+
+
 def curve_runs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str]:
-    """For each cell, the design runs at the best run's L (so the three cells are compared at one L); label says which."""
+    """For each cell, the design runs at the L of the best design run on validation (so the three cells are
+    compared at one L); the label says which."""
     runs = design_runs(results)
-    best = best_run(runs, "test_acc")
+    metric, mode = objective(results)
+    best = best_run(runs, metric, mode)
     if best is None:
         return {}, ""
     L = best.params.get("seq_len")
@@ -77,7 +178,7 @@ def curve_runs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str]:
     for cell in CELLS:
         same = [r for r in runs if r.params.get("cell") == cell and r.params.get("seq_len") == L]
         if not same:
-            own = best_run([r for r in runs if r.params.get("cell") == cell], "test_acc")
+            own = best_run([r for r in runs if r.params.get("cell") == cell], metric, mode)
             same = [own] if own else []
         if same:
             out[cell] = same
@@ -98,8 +199,8 @@ def norm_pairs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str] | 
     return by_norm, f"{key[0]}, L={key[1]}, split={key[2]}"
 
 
-def epochs_to_best(run: RunInfo, key: str = "test_acc") -> tuple[int, float] | None:
-    """Epoch where the run first reached 99% of its best test accuracy, and the wall time spent until then."""
+def epochs_to_best(run: RunInfo, key: str = "val_acc") -> tuple[int, float] | None:
+    """Epoch where the run first reached 99% of its best validation accuracy, and the wall time spent until then."""
     curve = run.history.get(key)
     if curve is None or not len(curve[0]):
         return None
@@ -111,7 +212,7 @@ def epochs_to_best(run: RunInfo, key: str = "test_acc") -> tuple[int, float] | N
 
 
 def set_c(results: StudyResults) -> dict | None:
-    """The country set C of the best model: strategy and threshold from its params, the list from its summary
+    """The country set C of the chosen model: strategy and threshold from its params, the list from its summary
     (or recomputed from the data when the summary lacks it)."""
     run = best_sequence_run(results)
     if run is None:
