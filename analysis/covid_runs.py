@@ -156,6 +156,19 @@ def baselines_at(results: StudyResults, like: RunInfo, split: str) -> dict[str, 
     return out
 
 
+def baselines_by_L(results: StudyResults) -> dict[int, dict[str, dict[str, float]]]:
+    """Test accuracy of each baseline at each L of the design runs: {L: {split: {name: test_acc}}}."""
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for run in design_runs(results):
+        L = int(run.num("seq_len", -1))
+        if L in out:
+            continue
+        out[L] = {split: {name: float(r.metrics.get("test_acc", math.nan))
+                          for name, r in baselines_at(results, run, split).items()}
+                  for split in ("random", "time")}
+    return {L: v for L, v in out.items() if any(v.values())}
+
+
 def best_baseline(results: StudyResults, like: RunInfo, split: str) -> tuple[str, float] | None:
     """The baseline with the best validation accuracy on `like`'s setting (chosen like a model), and its test."""
     found = baselines_at(results, like, split)
