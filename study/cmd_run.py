@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--fixed", help="extra fixed runs: a JSON list of configs, or a path to a JSON file of one")
     run.add_argument("--data-dir", help="data folder (default: $STUDY_DATA_DIR, else the per-user cache)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                     help="a trainable setting for every trial, over the preset's (repeatable; VALUE is JSON or "
+                          "text), e.g. --set date_range=full")
     run.set_defaults(handler=_run)
 
     resume = sub.add_parser("resume", help="continue an interrupted study from its folder")
@@ -87,9 +90,30 @@ def _fixed_runs(value: str | None, target: str) -> list[dict]:
     return runs
 
 
+def _settings(values: list[str], target: str, preset: str) -> dict:
+    from study.runner import check_settings
+
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # plain text: --set date_range=full
+        out[key.strip()] = value
+    try:
+        check_settings(target, preset, out)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     _validate(args)
     extra_fixed = _fixed_runs(args.fixed, args.target)
+    settings = _settings(args.settings, args.target, args.preset)
     from study.runner import StudySpec, run_study
     from study.tracking import default_uri
 
@@ -106,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         scheduler=args.scheduler, max_failures=args.max_failures, address=args.address,
         data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
+        settings=settings,
     )
     print(f"study: {name} in {study_dir}", flush=True)
     return run_study(spec)

@@ -39,6 +39,7 @@ class StudySpec:
     data_dir: str | None = None
     epochs: int | None = None             # override the preset's epochs (quick checks)
     extra_fixed: list[dict] = field(default_factory=list)  # --fixed: runs added to the preset's fixed ones
+    settings: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE: constants over the preset's
     experiment_id: str | None = None
     parent_run_id: str | None = None
     git_commit: str | None = None
@@ -52,7 +53,8 @@ class StudySpec:
                 changes["num_samples"] = self.num_samples
             if self.scheduler is not None:
                 changes["scheduler"] = self.scheduler
-            constants = dict(part.constants, seed=part.constants.get("seed", 0) + self.seed)
+            constants = dict(part.constants, **settings_for(part, self.settings))
+            constants["seed"] = constants.get("seed", 0) + self.seed
             if self.epochs is not None:
                 constants["epochs"] = self.epochs
             if self.data_dir:
@@ -61,6 +63,30 @@ class StudySpec:
                 changes["fixed"] = [*part.fixed, *self.extra_fixed]
             parts.append(dataclasses.replace(part, constants=constants, **changes))
         return parts
+
+
+def settings_for(part: Part, settings: dict[str, Any]) -> dict[str, Any]:
+    """The --set values that are keys of this part's trainable config (a homework study has two trainables)."""
+    from study.checks import config_class
+
+    names = {f.name for f in dataclasses.fields(config_class(part.kind))}
+    return {k: v for k, v in settings.items() if k in names}
+
+
+def check_settings(target: str, preset: str, settings: dict[str, Any]) -> None:
+    """Each --set key must be a config key of one of the study's trainables, and one the preset does not vary
+    per trial (a searched key or one a fixed run sets would silently not apply to those trials)."""
+    parts = parts_for(target, preset)
+    for key in settings:
+        owners = [p for p in parts if key in settings_for(p, {key: None})]
+        if not owners:
+            raise ValueError(f"--set {key}: not a setting of the {target} trainable")
+        for p in owners:
+            if key in p.space:
+                raise ValueError(f"--set {key}: the {preset} preset searches {key} for {p.kind}; "
+                                 "a constant would not apply to search trials")
+            if any(key in run for run in p.fixed):
+                raise ValueError(f"--set {key}: the {preset} preset's fixed {p.kind} runs set {key} per run")
 
 
 def save_spec(spec: StudySpec) -> None:
