@@ -24,6 +24,14 @@ def _pm(mean: float, half: float, n: int) -> str:
     return f"{mean:.3f}" + (f" ± {half:.3f} (95% CI over {n} seeds)" if n > 1 and np.isfinite(half) else f" ({n} seed)")
 
 
+def _short_num(text: str | None) -> str:
+    """A logged number in 4 significant digits (an lr drawn by the search has 17)."""
+    try:
+        return f"{float(text):.4g}"
+    except (TypeError, ValueError):
+        return str(text)
+
+
 def _points(x: float) -> str:
     return f"{100 * x:+.1f} points"
 
@@ -37,7 +45,7 @@ def chosen_paragraph(results: StudyResults) -> str | None:
     p = run.param
     text = (f"Chosen on {metric} ({fmt_num(run.metrics.get(metric))}) among {len(covid_runs.sequence_runs(results))} "
             f"trials: {p('cell', '?').upper()}, L={p('seq_len')}, hidden {p('hidden_size')}, features '{p('features', 'counts')}', "
-            f"norm '{p('norm')}', lr {p('lr')}. Its test accuracy is "
+            f"norm '{p('norm')}', lr {_short_num(p('lr'))}. Its test accuracy is "
             f"{_pm(*covid_runs.interval([run], 'test_acc'))} on the {p('split', 'random')} split and "
             f"{_pm(*covid_runs.interval([run], 'test_acc_time'))} on the time split.")
     for split, key in (("random", "test_acc"), ("time", "test_acc_time")):
@@ -90,8 +98,13 @@ def length_paragraph(results: StudyResults) -> str | None:
         return None
     lens = sorted({r.seq_len for r in rows})
     major = {L: np.mean([r.majority_random for r in rows if r.seq_len == L]) for L in lens}
-    text = (f"The majority-class rate on the random split's test part moves with L, from {major[lens[0]]:.3f} at "
-            f"L={lens[0]} to {major[lens[-1]]:.3f} at L={lens[-1]}, so accuracy is compared above it here.")
+    lo, hi = min(major.values()), max(major.values())
+    if hi - lo >= 0.005:
+        text = (f"The majority-class rate on the random split's test part moves with L, from {major[lens[0]]:.3f} at "
+                f"L={lens[0]} to {major[lens[-1]]:.3f} at L={lens[-1]}, so accuracy is compared above it here.")
+    else:
+        text = (f"The majority-class rate on the random split's test part is {np.mean(list(major.values())):.3f} at "
+                f"every L here; accuracy is compared above it.")
     parts = []
     for cell in CELLS:
         rs = [r for r in rows if r.cell == cell]

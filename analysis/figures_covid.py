@@ -6,7 +6,6 @@ the study lacks the runs or the data the figure needs.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -38,16 +37,24 @@ def top_correlated(corr: np.ndarray, n: int = 30) -> np.ndarray:
     return idx
 
 
-def plot_corr_heatmap(corr: np.ndarray, names: list[str], path: Path, title: str, zoom: bool = False) -> Path:
-    """Heatmap straight from a matrix: every label when few countries, every k-th when many. zoom: a sequential
-    colour scale from the smallest value shown, so differences among highly correlated countries stay visible."""
+UNDEFINED_GREY = "#cccccc"
+
+
+def draw_corr_heatmap(corr: np.ndarray, names: list[str], title: str, zoom: bool = False):
+    """The heatmap as a matplotlib Figure (drawn, not saved, so a test can read its Axes): every label when few
+    countries, every k-th when many. zoom: a sequential colour scale from the smallest value shown, so differences
+    among highly correlated countries stay visible. NaN cells (a country with zero variance in the date range has
+    no correlation) are grey, and only then a legend entry says so."""
+    from matplotlib.patches import Patch
+
+    corr = np.asarray(corr, dtype=float)
     n = len(names)
     size = min(14.0, max(6.0, 0.28 * n + 2)) if n <= 40 else 12.0
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     lo = -1.0
     if zoom and np.isfinite(corr).any():
         lo = max(-1.0, np.floor(np.nanmin(corr) * 10) / 10)
-    cmap = plt.get_cmap("magma_r" if zoom else "RdBu_r").with_extremes(bad="#cccccc")
+    cmap = plt.get_cmap("magma_r" if zoom else "RdBu_r").with_extremes(bad=UNDEFINED_GREY)
     im = ax.imshow(np.ma.masked_invalid(corr), cmap=cmap, vmin=lo, vmax=1, interpolation="nearest")
     step = 1 if n <= 40 else int(np.ceil(n / 50))
     ticks = np.arange(0, n, step)
@@ -57,6 +64,19 @@ def plot_corr_heatmap(corr: np.ndarray, names: list[str], path: Path, title: str
     ax.grid(False)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="Pearson r (daily new cases)")
+    if np.isnan(corr).any():
+        flat = int(np.isnan(corr).all(axis=1).sum())
+        label = "undefined: no variance\nin this date range" + (f"\n({flat} {'country' if flat == 1 else 'countries'})"
+                                                                  if flat else "")
+        # Below the colour bar: the only free corner (tick labels run along the bottom and the left).
+        ax.legend(handles=[Patch(facecolor=UNDEFINED_GREY, edgecolor="0.4", label=label)], loc="upper left",
+                  bbox_to_anchor=(1.0, -0.01), fontsize=8, frameon=False, handlelength=1.2, borderaxespad=0.0)
+    return fig
+
+
+def plot_corr_heatmap(corr: np.ndarray, names: list[str], path: Path, title: str, zoom: bool = False) -> Path:
+    """draw_corr_heatmap written to path."""
+    fig = draw_corr_heatmap(corr, names, title, zoom)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
@@ -97,17 +117,26 @@ def fig_corr_top(results: StudyResults, out_dir, *, corr=None, names=None, n: in
 
 
 def _band(ax, runs, key, colour, label, style="-"):
+    """Mean curve over runs with its min..max band; one run with seeds inside: mean +- its std over seeds."""
     mc = mean_curve(runs, key)
     if mc is None:
         return
     steps, mean, (lo, hi) = mc
     ax.plot(steps, mean, style, color=colour, label=label)
-    if len(runs) > 1:
+    std = runs[0].history.get(f"{key}_std") if len(runs) == 1 else None
+    if std is not None and len(std[1]) == len(mean):
+        lo, hi = mean - std[1], mean + std[1]
+    if len(runs) > 1 or std is not None:
         ax.fill_between(steps, lo, hi, color=colour, alpha=0.15)
 
 
+def _seeds_label(runs) -> str:
+    n = sum(covid_runs.seeds_of(r) for r in runs)
+    return f"{n} seed{'s' if n > 1 else ''}"
+
+
 def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
-    """Train/test accuracy (top) and loss (bottom) per epoch, one column per cell type, same L and norm."""
+    """Train/validation/test accuracy (top) and loss (bottom) per epoch, one column per cell type, same L and norm."""
     by_cell, label = covid_runs.curve_runs(results)
     if not by_cell:
         results.skip("cell_curves", "no finished sequence runs")
@@ -119,29 +148,45 @@ def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
         for i, (metric, name) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
             ax = axes[i, j]
             _band(ax, runs, f"train_{metric}", CELL_COLOURS[cell], "train", "--")
+            _band(ax, runs, f"val_{metric}", CELL_COLOURS[cell], "validation (random split)", "-.")
             _band(ax, runs, f"test_{metric}", CELL_COLOURS[cell], "test (random split)")
             _band(ax, runs, f"test_{metric}_time", "0.35", "test (time split)", ":")
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             if i == 0:
-                ax.set_title(f"{cell.upper()} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+                ax.set_title(f"{cell.upper()} ({_seeds_label(runs)})")
             ax.legend(fontsize=8)
-    fig.suptitle(f"Learning curves per cell type ({label}; band = min..max over seeds)")
+    fig.suptitle(f"Learning curves per cell type ({label}; band = spread over seeds)")
     fig.tight_layout()
     return save(fig, out_dir, "covid_cell_curves.png")
 
 
+BASELINE_STYLE = {"majority": ("black", "--", "majority class"), "weekly": ("#8c564b", ":", "weekly rule"),
+                  "logistic": ("#9467bd", ":", "logistic regression"),
+                  "boosted_trees": ("#7f7f7f", "-.", "gradient-boosted trees")}
+
+
 def fig_acc_vs_L(results: StudyResults, out_dir) -> Path | None:
-    """Final test accuracy against L per cell, random split (left) and time split (right), 95% t-intervals."""
+    """Final test accuracy against L per cell, random split (left) and time split (right), 95% t-intervals over
+    seeds, beside the baselines on the same windows (the majority-class rate changes with L, so it is drawn too)."""
     rows = covid_runs.acc_vs_L(results)
     if not rows:
         results.skip("acc_vs_L", "no fixed sequence runs with seq_len")
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    base = covid_runs.baselines_by_L(results)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     lens = sorted({r.seq_len for r in rows})
     dodge = 0.012 * (max(lens) - min(lens) or 1)  # side-step the cells so their interval bars do not overlap
-    for ax, (attr, ci, title) in zip(axes, (("acc_random", "ci_random", "random split (homework)"),
-                                            ("acc_time", "ci_time", "time split (leakage-free)"))):
+    for ax, (attr, ci, split, title) in zip(axes, (("acc_random", "ci_random", "random", "random split (homework)"),
+                                                   ("acc_time", "ci_time", "time", "time split (leakage-free)"))):
+        for name, (colour, style, label) in BASELINE_STYLE.items():
+            pts = [(L, base[L][split][name]) for L in lens if L in base and name in base[L][split]]
+            if not pts and name == "majority":  # no baseline runs (an older study): the majority rate it logged
+                key = "majority_random" if split == "random" else "majority_time"
+                pts = [(r.seq_len, getattr(r, key)) for r in rows if r.cell == rows[0].cell]
+            pts = [(L, v) for L, v in pts if np.isfinite(v)]
+            if pts:
+                ax.plot(*zip(*pts), style, color=colour, lw=1.3, marker=".", label=label, zorder=1)
         for k, cell in enumerate(CELLS):
             rs = [r for r in rows if r.cell == cell and np.isfinite(getattr(r, attr))]
             if not rs:
@@ -149,14 +194,14 @@ def fig_acc_vs_L(results: StudyResults, out_dir) -> Path | None:
             x = np.array([r.seq_len for r in rs]) + (k - 1) * dodge
             y = np.array([getattr(r, attr) for r in rs])
             err = np.nan_to_num(np.array([getattr(r, ci) for r in rs]))
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=CELL_COLOURS[cell], label=cell.upper())
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=CELL_COLOURS[cell], label=cell.upper(), zorder=3)
         ax.set_xlabel("sequence length L (days)")
         ax.set_xticks(lens)
         ax.set_title(title)
-        ax.legend()
+        ax.legend(fontsize=8, ncol=2)
     axes[0].set_ylabel("final test accuracy")
     n = max(r.n for r in rows)
-    fig.suptitle(f"Test accuracy vs L (mean of up to {n} seeds; bars = 95% t-interval where n > 1)")
+    fig.suptitle(f"Test accuracy vs L beside the baselines (mean of {n} seeds; bars = 95% t-interval)")
     fig.tight_layout()
     return save(fig, out_dir, "covid_acc_vs_L.png")
 
@@ -214,13 +259,15 @@ def fig_confusion(results: StudyResults, out_dir) -> Path | None:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Best model: {run.param('cell', '?').upper()}, L={run.param('seq_len')}, "
-                 f"test acc {run.metrics.get('test_acc', float('nan')):.3f}")
+    ax.set_title(f"Chosen model (on {covid_runs.objective(results)[0]}): {run.param('cell', '?').upper()}, L={run.param('seq_len')}, "
+                 f"test acc {run.metrics.get('test_acc', float('nan')):.3f}\n(summed over its {covid_runs.seeds_of(run)} seeds)")
     return save(fig, out_dir, "covid_confusion.png")
 
 
 P_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
-P_COLOURS = ("#2166ac", "#67a9cf", "#f2e394", "#ef8a62", "#b2182b")  # no grey: white/grey read as "no data"
+P_COLOURS = ("#2166ac", "#67a9cf", "#f2e394", "#ef8a62", "#b2182b")  # no grey: grey means "no data"
+NO_DATA_GREY = "#d4d4d4"
+SVG_NS = "http://www.w3.org/2000/svg"
 
 
 def world_map_values(predictions: dict) -> tuple[list[dict[str, float]], list[str]]:
@@ -241,28 +288,84 @@ def world_map_values(predictions: dict) -> tuple[list[dict[str, float]], list[st
     return bins, unmapped
 
 
+def map_tooltips(predictions: dict, date: str) -> dict[str, str]:
+    """iso2 -> the hover text of that country's shape, named as in the CSSE data."""
+    from pygal_maps_world.maps import World
+
+    out = {}
+    for name, entry in sorted(predictions.items()):
+        iso = (entry.get("iso2") or "").lower()
+        p = entry.get("p_increase")
+        if iso in World.area_names and p is not None and np.isfinite(p):
+            out[iso] = f"{name}: {p:.0%} chance of a rise on {date}"
+    return out
+
+
+def _offline_svg(tooltips: dict[str, str]):
+    """An xml filter for pygal's tree: a <title> on every country shape (browsers show it on hover with no script,
+    which pygal's tooltips need), grey for shapes without data, full opacity for the rest (pygal fades values inside
+    a series, so a colour would no longer match its legend bin), and no script or comment (pygal's carry its web
+    address and a config that only its CDN script reads)."""
+    import xml.etree.ElementTree as ET
+
+    from pygal_maps_world.maps import World
+
+    def strip(parent) -> None:
+        for child in list(parent):
+            tag = child.tag if isinstance(child.tag, str) else ""
+            if child.tag is ET.Comment or tag.rsplit("}", 1)[-1] == "script":
+                parent.remove(child)
+            else:
+                strip(child)
+
+    def apply(root):
+        strip(root)
+        for g in root.iter():
+            cls = (g.get("class") or "").split()
+            if len(cls) < 3 or cls[1:3] != ["country", "map-element"]:
+                continue
+            iso = cls[0]
+            title = ET.Element(f"{{{SVG_NS}}}title")
+            if iso in tooltips:
+                title.text = tooltips[iso]
+                g.set("style", "fill-opacity: 1")
+            else:
+                title.text = f"{World.area_names.get(iso, iso)}: no data"
+                g.set("style", f"fill: {NO_DATA_GREY}")
+            g.insert(0, title)
+        return root
+
+    return apply
+
+
 def fig_world_map(results: StudyResults, out_dir) -> Path | None:
-    """pygal world map (SVG, no external script) of P(increase) on the next unlabelled day, from the best model."""
+    """pygal world map (SVG, no script, works offline) of P(increase) on the next unlabelled day, from the best
+    model; hovering a country shows its probability and date. Beside it, covid_world_map.json: the countries of
+    the data that pygal cannot draw and the number of pygal shapes with no data, for the report's caption."""
     from pygal.style import Style
     from pygal_maps_world.maps import World
 
     run, pred = _best_artifact(results, "world_map", "predictions.json")
     if run is None:
         return None
+    date = pred.get("date", "?")
     bins, unmapped = world_map_values(pred["countries"])
-    style = Style(colors=P_COLOURS, background="white", plot_background="white", title_font_size=18,
-                  legend_font_size=13)
-    chart = World(style=style, js=[], width=1000, height=560, legend_at_bottom=True, legend_at_bottom_columns=5,
-                  title=f"P(new cases rise on {pred.get('date', '?')}), {run.param('cell', '?').upper()} "
+    no_data = len(World.area_names) - sum(len(b) for b in bins)
+    style = Style(colors=P_COLOURS + (NO_DATA_GREY,), background="white", plot_background="white",
+                  title_font_size=18, legend_font_size=13)
+    chart = World(style=style, js=[], width=1000, height=560, legend_at_bottom=True, legend_at_bottom_columns=6,
+                  title=f"P(new cases rise on {date}), {run.param('cell', '?').upper()} "
                         f"L={run.param('seq_len')} (best model)",
-                  value_formatter=lambda v: f"{v:.2f}")
+                  value_formatter=lambda v: f"{v:.0%}")
     for (lo, hi), values in zip(zip(P_BINS[:-1], P_BINS[1:]), bins):
         chart.add(f"{lo:.1f}-{min(hi, 1.0):.1f} ({len(values)})", values)
+    chart.add(f"no data ({no_data})", {})  # a legend entry for the grey shapes
+    chart.add_xml_filter(_offline_svg(map_tooltips(pred["countries"], date)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "covid_world_map.svg"
-    # pygal fades values inside a series (opacity .3..1); full opacity makes each colour match its legend bin
-    svg = re.sub(rb"fill-opacity: [0-9.]+", b"fill-opacity: 1", chart.render())
-    path.write_bytes(svg)
-    (out / "covid_world_map_unmapped.json").write_text(json.dumps(unmapped))
+    path.write_bytes(chart.render())
+    (out / "covid_world_map.json").write_text(json.dumps(
+        {"date": date, "unmapped": unmapped, "shapes": len(World.area_names), "no_data": no_data}))
+    (out / "covid_world_map_unmapped.json").unlink(missing_ok=True)  # the older side file, now in the one above
     return path

@@ -9,8 +9,10 @@ import datetime as _dt
 import html
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
 from analysis.common import fmt_num
@@ -53,13 +55,28 @@ def draw_figures(results: StudyResults, fig_dir: Path) -> dict[str, Path | None]
     return out
 
 
-def _fig(figs, key, out_dir):
-    caption = next(c for _p, k, c, _f in FIGURES if k == key)
+def _fig(figs, key, out_dir, extra: str = ""):
+    caption = next(c for _p, k, c, _f in FIGURES if k == key) + (f" {extra}" if extra else "")
     path = figs.get(key)
     if path is None:
         reason = figs.get("__skipped__", {}).get(key)
         return ("p", f"[Figure '{key}' not drawn: {reason}]") if reason else None
     return ("fig", Path(os.path.relpath(path, out_dir)).as_posix(), caption)
+
+
+def _map_blocks(figs, out_dir) -> list:
+    """The map with a caption that counts its grey shapes, and the data's countries that pygal cannot draw."""
+    side = out_dir / "figures" / "covid_world_map.json"
+    info = json.loads(side.read_text()) if figs.get("world_map") and side.is_file() else {}
+    extra = ""
+    if "no_data" in info:
+        n = info["no_data"]
+        extra = (f"{n} {'country' if n == 1 else 'countries'} on the map {'has' if n == 1 else 'have'} no data (grey). "
+                 "Hover over a country for its probability and date.")
+    b = [_fig(figs, "world_map", out_dir, extra)]
+    if info.get("unmapped"):
+        b.append(("p", f"Not on pygal's world map (no ISO code or no shape): {', '.join(info['unmapped'])}."))
+    return b
 
 
 def _covid_blocks(results, figs, out_dir) -> list:
@@ -95,12 +112,7 @@ def _covid_blocks(results, figs, out_dir) -> list:
                     fmt_num(r.acc_time), fmt_num(r.ci_time)] for r in rows]))
     b += [_fig(figs, "acc_vs_L", out_dir), _fig(figs, "norm_effect", out_dir)]
     b += [("h3", "Best model"), _fig(figs, "confusion", out_dir)]
-    b += [("h3", "v. Probability of an increase, world map"), _fig(figs, "world_map", out_dir)]
-    unmapped = out_dir / "figures" / "covid_world_map_unmapped.json"
-    if figs.get("world_map") and unmapped.is_file():
-        names = json.loads(unmapped.read_text())
-        if names:
-            b.append(("p", f"Not on pygal's world map (no ISO code or no shape): {', '.join(names)}."))
+    b += [("h3", "v. Probability of an increase, world map")] + _map_blocks(figs, out_dir)
     b += [("h3", "Hyperparameter search (Optuna)"), _fig(figs, "covid_search_history", out_dir),
           _fig(figs, "covid_search_importance", out_dir)]
     b += [("h3", "vi. Discussion")] + [("p", p) for p in discussion.covid_discussion(results)]
@@ -119,6 +131,7 @@ def _vae_blocks(results, figs, out_dir) -> list:
         b.append(("pre", model))
     b += [("h3", "ii. Learning curves (vi: KL x100, vii: KL x0 on the same axes)"), _fig(figs, "vae_elbo", out_dir),
           _fig(figs, "vae_terms", out_dir)]
+    b += _iw_blocks(runs)
     b += [("h3", "iii. Reconstructions"), _fig(figs, "vae_reconstructions", out_dir)]
     b += [("h3", "iv. Samples from the prior"), _fig(figs, "vae_samples", out_dir)]
     b += [("h3", "v. Interpolation in latent space"), _fig(figs, "vae_interpolation", out_dir)]
@@ -126,6 +139,32 @@ def _vae_blocks(results, figs, out_dir) -> list:
           _fig(figs, "vae_search_history", out_dir), _fig(figs, "vae_search_importance", out_dir)]
     b += [("h3", "viii. Discussion: the effect of the KL term")] + [("p", p) for p in discussion.vae_discussion(results)]
     return b
+
+
+def _iw_blocks(runs: dict) -> list:
+    """Per KL weight: the held-out negative ELBO beside the importance-weighted estimate of -log p(x)."""
+    rows = []
+    for w, r in runs.items():
+        iw = vae_runs.iw_results(r)
+        if iw is None:
+            continue
+        gap = iw.get("test_iw_neg_elbo", float("nan")) - iw["test_iw_nll"]
+        n = iw.get("iw_images") or iw.get("n_test")
+        rows.append([vae_runs.weight_label(w), fmt_num(r.metrics.get("test_neg_elbo"), 1),
+                     fmt_num(iw.get("test_iw_neg_elbo"), 1), fmt_num(iw["test_iw_nll"], 1), fmt_num(gap, 1),
+                     fmt_num(r.metrics.get("test_bits_per_dim"), 4), fmt_num(iw.get("test_iw_bits_per_dim"), 4),
+                     str(int(iw["iw_samples"])) if "iw_samples" in iw else "?", str(int(n)) if n else "?"])
+    if not rows:
+        return []
+    lik = next(iter(runs.values())).param("likelihood", "bernoulli")
+    note = ("Bernoulli likelihood on intensities: these nats and bits/dim compare between Bernoulli runs only."
+            if lik == "bernoulli" else "Gaussian likelihood: bits/dim on the 8-bit scale.")
+    return [("h3", "Log-likelihood: ELBO and the importance-weighted bound"),
+            ("p", "Held-out negative ELBO (one sample, closed-form KL) and, at the end of each run, -log p(x) estimated "
+                  "with k importance samples of q(z|x) (IWAE) beside the negative ELBO of the same k samples; "
+                  "IWAE <= ELBO, and the gap is a lower bound on KL(q(z|x) || p(z|x)). " + note),
+            ("table", ["run", "-ELBO (nats/image)", "-ELBO, same k samples", "IWAE -log p(x)", "gap (nats)",
+                       "-ELBO bits/dim", "IWAE bits/dim", "k", "test images"], rows)]
 
 
 def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
@@ -148,17 +187,32 @@ def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
 
 STATUS_JS = """(function(){var errs=[];window.addEventListener('error',function(e){var t=e.target;
 errs.push(t&&t.getAttribute?('load '+(t.getAttribute('src')||t.getAttribute('data'))):String(e.message));},true);
+document.addEventListener('load',function(e){var t=e.target;if(t&&t.tagName==='OBJECT'){t.setAttribute('data-loaded','1');}},true);
 window.addEventListener('load',function(){var imgs=[].slice.call(document.images);
+var objs=[].slice.call(document.getElementsByTagName('object'));
 var bad=imgs.filter(function(i){return !i.complete||i.naturalWidth===0;}).map(function(i){return i.getAttribute('src');});
+bad=bad.concat(objs.filter(function(o){return o.getAttribute('data-loaded')!=='1';}).map(function(o){return o.getAttribute('data');}));
 var el=document.getElementById('load-status');el.setAttribute('data-images',String(imgs.length));
+el.setAttribute('data-objects',String(objs.length));
 el.setAttribute('data-broken',bad.join(' '));el.setAttribute('data-errors',errs.join(' | '));el.setAttribute('data-done','1');});})();"""
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
-       "img{max-width:100%;height:auto;border:1px solid #ddd}figure{margin:1.2em 0}figcaption{color:#555;font-size:.9em}"
+       "img,object{max-width:100%;height:auto;border:1px solid #ddd}object{width:100%;display:block}figure{margin:1.2em 0}figcaption{color:#555;font-size:.9em}"
        "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
        "pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}h2{border-bottom:2px solid #444;margin-top:2em}")
 
 
-def to_html(blocks: list, title: str) -> str:
+def _svg_aspect(out_dir: Path, rel: str) -> str | None:
+    """'W/H' from the SVG's viewBox: an <object> has no intrinsic size from a viewBox-only SVG in every browser."""
+    try:
+        with open(Path(out_dir) / rel, encoding="utf-8") as f:
+            head = f.read(4000)
+    except OSError:
+        return None
+    m = re.search(r'viewBox="[-\d.]+ [-\d.]+ ([\d.]+) ([\d.]+)"', head)
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def to_html(blocks: list, title: str, out_dir: Path | None = None) -> str:
     e = html.escape
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
            f"<style>{CSS}</style><script>{STATUS_JS}</script></head><body>"]
@@ -176,10 +230,38 @@ def to_html(blocks: list, title: str) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "fig":
             src, cap = e(blk[1]), e(blk[2])
-            link = f" <a href='{src}'>open the SVG</a>" if src.endswith(".svg") else ""
-            out.append(f"<figure><img src='{src}' alt='{cap}'><figcaption>{cap}{link}</figcaption></figure>")
+            if src.endswith(".svg"):  # an <img> SVG is a picture; an <object> is a document, so hover titles work
+                ratio = _svg_aspect(out_dir, blk[1]) if out_dir else None
+                style = f" style='aspect-ratio:{ratio}'" if ratio else ""
+                out.append(f"<figure><object data='{src}' type='image/svg+xml' aria-label='{cap}'{style}>"
+                           f"<a href='{src}'>{cap}</a></object>"
+                           f"<figcaption>{cap} <a href='{src}'>open the SVG</a></figcaption></figure>")
+            else:
+                out.append(f"<figure><img src='{src}' alt='{cap}'><figcaption>{cap}</figcaption></figure>")
     out.append("<p id='load-status' hidden></p></body></html>")
     return "\n".join(out)
+
+
+_MD_PUNCT = re.compile(r"[\\`*\[\]|~$#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_BLOCK_START = re.compile(r"^([-+=]|\d{1,9}[.)])(?=\s|$)")
+
+
+def md_text(text) -> str:
+    """Plain text -> Markdown that renders as exactly that text, on one line: `<`, `>`, `&` become entities (no raw
+    HTML from a study or country name), Markdown punctuation is backslash-escaped where it could start emphasis,
+    code, a link, a table cell or strikethrough (an underscore inside a word cannot, so test_acc stays readable),
+    and a leading list, heading or setext marker is escaped."""
+    t = " ".join(str(text).split())  # a newline would end a table row, a list item or a heading
+    t = _MD_PUNCT.sub(lambda m: "\\" + m.group(0), t)
+    t = html.escape(t, quote=False)
+    return _MD_BLOCK_START.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], t)
+
+
+def _md_fence(text: str) -> str:
+    """A code fence longer than any backtick run inside, so the text cannot close it early."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
 
 
 def to_markdown(blocks: list) -> str:
@@ -187,25 +269,40 @@ def to_markdown(blocks: list) -> str:
     for blk in blocks:
         kind = blk[0]
         if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + blk[1])
+            out.append("#" * int(kind[1]) + " " + md_text(blk[1]))
         elif kind == "p":
-            out.append(blk[1])
+            out.append(md_text(blk[1]))
         elif kind == "list":
-            out.append("\n".join(f"- {i}" for i in blk[1]))
+            out.append("\n".join(f"- {md_text(i)}" for i in blk[1]))
         elif kind == "pre":
-            out.append("```\n" + blk[1] + "\n```")
+            out.append(_md_fence(blk[1]))
         elif kind == "table":
-            rows = [blk[1], ["---"] * len(blk[1])] + blk[2]
-            out.append("\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows))
+            rows = [[md_text(h) for h in blk[1]], ["---"] * len(blk[1])] + [[md_text(c) for c in r] for r in blk[2]]
+            out.append("\n".join("| " + " | ".join(r) + " |" for r in rows))
         elif kind == "fig":
-            out.append(f"![{blk[2]}]({blk[1]})\n\n*{blk[2]}*")
+            out.append(f"![{md_text(blk[2])}]({quote(blk[1])})\n\n*{md_text(blk[2])}*")
     return "\n\n".join(out) + "\n"
 
 
+def _umask() -> int:
+    """The process umask. Linux shows it in /proc; elsewhere os.umask is the only way to read it (set and restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def _write(path: Path, text: str) -> None:
-    """Temp file + rename: a reader never sees half a report."""
+    """Temp file + rename: a reader never sees half a report. A temp file is private (0600); a report is for
+    sharing, so it gets the mode a plain open() would have given it (0666 less the umask), like the figures."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
         tmp.write(text)
+    os.chmod(tmp.name, 0o666 & ~_umask())
     os.replace(tmp.name, path)
 
 
@@ -219,5 +316,5 @@ def write_report(results: StudyResults, out_dir) -> Path:
     blocks = build_blocks(results, figs, out)
     _write(out / "report.md", to_markdown(blocks))
     index = out / "index.html"
-    _write(index, to_html(blocks, f"Study report: {results.name}"))
+    _write(index, to_html(blocks, f"Study report: {results.name}", out))
     return index

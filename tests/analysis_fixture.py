@@ -1,8 +1,8 @@
 """A real MLflow sqlite store in the study layout, filled with plausible synthetic runs.
 
 This is test INPUT for analysis/ (what study/ would have written), built with the ordinary MLflow client:
-a parent run, fixed-design child runs (three cells x several L x seeds, a normalisation ablation, three KL
-weights), Optuna-style search trials and one FAILED trial. Knobs let a test change the numbers.
+a parent run, fixed-design child runs (three cells x several L, seeds inside each, a normalisation ablation, three KL
+weights), Optuna-style search trials, one FAILED trial and the baseline runs of every L. Knobs let a test change the numbers.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ COUNTRIES = {
 SET_C = ["Algeria", "Brazil", "France", "Germany", "India", "Italy", "Spain", "US"]
 CELL_BASE = {"rnn": 0.70, "lstm": 0.78, "gru": 0.80}
 CELL_EPOCH_S = {"rnn": 0.4, "lstm": 0.9, "gru": 0.7}
+MAJORITY = {"random": 0.60, "time": 0.55}
+# Test accuracy of each baseline on the random split (the time split scores 0.05 lower), as study.baselines logs them.
+BASELINES = {"majority": 0.60, "weekly": 0.66, "logistic": 0.71, "boosted_trees": 0.74}
 
 
 @dataclass
@@ -40,6 +43,9 @@ class FixtureKnobs:
     vae_search_trials: int = 6
     image_size: int = 16
     kl100_recon: float = 520.0  # nats/image of the KL x100 model's reconstruction
+    kl0_samples: str = "noise"  # what the KL x0 model's prior samples look like: "noise" | "faces"
+    extra_country: str | None = None  # one more country (no ISO code) in every prediction and in set C
+    baseline_shift: float = 0.0  # added to every baseline's accuracy
 
 
 def _metric_batch(history: dict[str, list[float]], t0: int):
@@ -52,17 +58,13 @@ def _metric_batch(history: dict[str, list[float]], t0: int):
     return out
 
 
-def _log_run(client, exp_id, parent_id, name, tags, params, history, files, t0, status="FINISHED", extra=None):
+def _log_run(client, exp_id, parent_id, name, tags, params, history, files, t0, status="FINISHED"):
     from mlflow.entities import Param, RunTag
 
     all_tags = {"mlflow.parentRunId": parent_id, "git_commit": "0123abc", "data_hash": "feedbeef00112233", **tags}
     run = client.create_run(exp_id, start_time=t0, tags=all_tags, run_name=name)
     rid = run.info.run_id
     metrics = _metric_batch(history, t0)
-    if extra:
-        from mlflow.entities import Metric
-
-        metrics += [Metric(k, float(v), t0 + 99_000, len(next(iter(history.values())))) for k, v in extra.items()]
     params_l = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as study.tracking
     for i in range(0, len(metrics), 900):
         client.log_batch(rid, metrics=metrics[i : i + 900], params=params_l if i == 0 else [], tags=[])
@@ -82,40 +84,50 @@ def _log_run(client, exp_id, parent_id, name, tags, params, history, files, t0, 
 
 
 def _seq_history(final: float, gap: float, epochs: int, cell: str, rng) -> dict[str, list[float]]:
+    """Per-epoch means over the seeds inside the trial, with their spread (`*_std`), as trainables.sequence reports."""
     e = np.arange(1, epochs + 1)
     rise = 1 - np.exp(-e / (1.5 if cell == "gru" else 2.5))
     test_acc = 0.5 + (final - 0.5) * rise + rng.normal(0, 0.004, epochs)
+    val_acc = test_acc + 0.005 + rng.normal(0, 0.002, epochs)
     train_acc = test_acc + 0.02 * rise
+    std = list(0.004 + 0.004 * rng.random(epochs))
     return {
         "train_loss": list(0.69 * np.exp(-e / 4) + 1.2 * (1 - final)),
         "train_acc": list(train_acc),
+        "val_acc": list(val_acc), "val_acc_std": std,
         "test_loss": list(0.69 * np.exp(-e / 4) + 1.3 * (1 - final)),
-        "test_acc": list(test_acc),
-        "test_acc_time": list(test_acc - gap * rise),
+        "test_acc": list(test_acc), "test_acc_std": std,
+        "val_acc_time": list(val_acc - gap * rise), "val_acc_time_std": std,
+        "test_acc_time": list(test_acc - gap * rise), "test_acc_time_std": std,
         "epoch_time_s": list(CELL_EPOCH_S[cell] + rng.normal(0, 0.02, epochs).clip(-0.1, 0.1)),
     }
 
 
-def _seq_params(cell, L, seed, norm="log1p", split="random", **over):
+def _seq_params(cell, L, seeds, norm="log1p", split="random", **over):
     p = {
         "cell": cell, "hidden_size": 32, "num_layers": 2, "seq_len": L, "norm": norm, "split": split,
         "selection": "any-pair", "threshold": 0.7, "reference": "Algeria", "min_partners": 40,
         "label": "next-higher", "date_range": "full", "lr": 0.001, "batch_size": 128, "epochs": 8,
-        "seed": seed, "data_dir": None, "train_frac": 0.75, "dropout": 0.0,
+        "seed": 0, "seeds": seeds, "data_dir": None, "train_frac": 0.7, "val_frac": 0.15, "dropout": 0.0,
+        "features": "counts",
     }
     p.update(over)
     return p
 
 
-def _seq_files(acc: float, rng, date="2023-03-10"):
+def _seq_files(acc: float, rng, date="2023-03-10", extra_country: str | None = None):
     n = 1000
     tp = int(n / 2 * acc)
     tn = int(n / 2 * acc)
+    countries = dict(COUNTRIES, **({extra_country: None} if extra_country else {}))
     preds = {
-        name: {"iso2": iso, "p_increase": float(rng.uniform(0.05, 0.95))} for name, iso in COUNTRIES.items()
+        name: {"iso2": iso, "p_increase": float(rng.uniform(0.05, 0.95))} for name, iso in countries.items()
     }
+    set_c = SET_C + ([extra_country] if extra_country else [])
     return {
-        "summary.json": {"test_acc": acc, "n_countries_c": len(SET_C), "prediction_date": date, "n_train": 3000, "n_test": 1000},
+        "summary.json": {"test_acc": acc, "n_countries_c": len(set_c), "countries_c": set_c, "prediction_date": date,
+                         "n_train": 3000, "n_val": 600, "n_test": 1000, "majority_rate": MAJORITY["random"],
+                         "majority_rate_time": MAJORITY["time"], "constant_models": 0},
         "confusion.json": {"labels": ["no increase", "increase"], "matrix": [[tn, n // 2 - tn], [n // 2 - tp, tp]]},
         "predictions.json": {"date": date, "countries": preds},
     }
@@ -127,17 +139,27 @@ def _blobs(rng, n, s):
     return img
 
 
-def _vae_images(kl: float, rng, s: int):
-    real = _blobs(rng, 8, s)
+def _faces(rng, n, s):
+    """Face-like test images: one shared, left-right symmetric layout (a light centre, darker surround) plus
+    per-image symmetric colour blobs, as real centred face crops share a layout and differ in colours."""
+    yy, xx = np.mgrid[0:s, 0:s] / (s - 1) - 0.5
+    layout = 200 - 260 * (xx ** 2 + yy ** 2)
+    blobs = _blobs(rng, n, s)
+    blobs = (blobs + blobs[..., ::-1]) / 2
+    return 0.6 * layout[None, None] + 0.4 * blobs
+
+
+def _vae_images(kl: float, rng, s: int, kl0_samples: str = "noise"):
+    real = _faces(rng, 8, s)
     if kl >= 50:  # posterior collapse: every reconstruction and sample is near the data mean
         recon = np.broadcast_to(real.mean(0, keepdims=True), real.shape) + rng.normal(0, 3, real.shape)
         samples = np.broadcast_to(real.mean(0, keepdims=True), (16, 3, s, s)) + rng.normal(0, 3, (16, 3, s, s))
-    elif kl == 0:  # sharp reconstructions, prior samples are off-manifold noise
+    elif kl == 0:  # sharp reconstructions; prior samples off-manifold noise (or, by knob, faces)
         recon = real + rng.normal(0, 5, real.shape)
-        samples = rng.uniform(0, 255, (16, 3, s, s))
+        samples = _faces(rng, 16, s) if kl0_samples == "faces" else rng.uniform(0, 255, (16, 3, s, s))
     else:
         recon = 0.7 * real + 0.3 * real.mean() + rng.normal(0, 8, real.shape)
-        samples = _blobs(rng, 16, s) * 0.6 + 50
+        samples = _faces(rng, 16, s) * 0.8 + 20
     t = np.linspace(0, 1, 10)[:, None, None, None]
     interp = (1 - t) * real[0] + t * real[1]
     interp[0], interp[-1] = real[0], real[1]
@@ -165,12 +187,15 @@ def _vae_history(kl: float, epochs: int, knobs: FixtureKnobs, scale: float = 1.0
         "test_neg_elbo": list(neg), "test_bits_per_dim": list(neg / (d * math.log(2))),
         "test_recon": list(recon), "test_kl": list(klv), "epoch_time_s": [2.0] * epochs,
     }
-    return h, {"test_iw_nll": float(neg[-1] * 0.98)}
+    # The end-of-run importance-weighted estimate, as trainables.vae writes it into summary.json (not a metric).
+    iw_neg_elbo = float(neg[-1] * 1.001)
+    return h, {"test_iw_nll": float(neg[-1] * 0.98), "test_iw_neg_elbo": iw_neg_elbo,
+               "test_iw_bits_per_dim": float(neg[-1] * 0.98 / (d * math.log(2))), "iw_samples": 64, "n_test": 200}
 
 
 # The search spaces, logged on the parent run as study.runner does (fixed runs lie inside them too).
 SPACE_TAGS = {
-    "study.space.covid": json.dumps({"metric": "test_acc", "mode": "max", "space": {
+    "study.space.covid": json.dumps({"metric": "val_acc", "mode": "max", "space": {
         "cell": ["categorical", ["rnn", "lstm", "gru"]], "seq_len": ["int", 1, 40],
         "hidden_size": ["categorical", [16, 32, 64]], "lr": ["loguniform", 1e-5, 1e-1],
         "norm": ["categorical", ["none", "log1p"]]}}),
@@ -178,6 +203,11 @@ SPACE_TAGS = {
         "kl_weight": ["categorical", [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]],
         "latent_dim": ["categorical", [8, 16, 32]], "lr": ["loguniform", 1e-5, 1e-1]}}),
 }
+
+
+# The data-setting params a baseline run carries (study.baselines.setting_of), matched against a trial's.
+BASELINE_SETTING = ("date_range", "revisions", "selection", "threshold", "reference", "min_partners", "seq_len",
+                    "label", "norm", "features", "split", "train_frac", "val_frac", "seed")
 
 
 def _vae_params(kl, seed=0, **over):
@@ -189,6 +219,7 @@ def _vae_params(kl, seed=0, **over):
 
 def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | None = None) -> str:
     """Write the store under root and return its tracking URI."""
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     knobs = knobs or FixtureKnobs()
@@ -203,30 +234,44 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
     pid = parent.info.run_id
     t += 1
     for cell, base in CELL_BASE.items():
-        for L in knobs.seq_lens:
-            bump = 0.05 if L == knobs.best_L[cell] else 0.0
-            for seed in range(knobs.seeds):
-                final = base + bump + rng.normal(0, 0.005)
-                t += 200_000
-                _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}_s{seed}", {"trainable": "sequence", "group": "fixed"},
-                         _seq_params(cell, L, seed), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
-                         _seq_files(final, rng), t)
-    for norm in ("none",):  # the ablation: without normalisation (log1p runs above are "with")
-        for seed in range(knobs.seeds):
+        for L in knobs.seq_lens:  # one trial per (cell, L): its seeds are trained inside it
+            final = base + (0.05 if L == knobs.best_L[cell] else 0.0) + rng.normal(0, 0.005)
             t += 200_000
-            final = CELL_BASE["gru"] - 0.08 + rng.normal(0, 0.005)
-            _log_run(client, exp_id, pid, f"norm_{norm}_s{seed}", {"trainable": "sequence", "group": "fixed"},
-                     _seq_params("gru", 20, seed, norm=norm), _seq_history(final, knobs.time_gap, knobs.epochs, "gru", rng),
-                     _seq_files(final, rng), t)
+            _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}", {"trainable": "sequence", "group": "fixed"},
+                     _seq_params(cell, L, knobs.seeds), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
+                     _seq_files(final, rng, extra_country=knobs.extra_country), t)
+    for norm in ("none",):  # the ablation: without normalisation (log1p runs above are "with")
+        t += 200_000
+        final = CELL_BASE["gru"] - 0.08 + rng.normal(0, 0.005)
+        _log_run(client, exp_id, pid, f"norm_{norm}", {"trainable": "sequence", "group": "fixed"},
+                 _seq_params("gru", 20, knobs.seeds, norm=norm), _seq_history(final, knobs.time_gap, knobs.epochs, "gru", rng),
+                 _seq_files(final, rng, extra_country=knobs.extra_country), t)
     for i in range(knobs.search_trials):
         cell = ["rnn", "lstm", "gru"][i % 3]
         lr = float(10 ** rng.uniform(-4, -2))
         hidden = int(rng.choice([16, 32, 64]))
-        final = CELL_BASE[cell] + 0.04 * (1 - abs(math.log10(lr) + 3)) + hidden / 3000 + rng.normal(0, 0.01)
+        features = ["counts", "relative+weekday"][i % 2]
+        final = (CELL_BASE[cell] + 0.04 * (1 - abs(math.log10(lr) + 3)) + hidden / 3000 + rng.normal(0, 0.01)
+                 + (0.02 if features != "counts" else 0.0))
         t += 200_000
         _log_run(client, exp_id, pid, f"search_{i:03d}", {"trainable": "sequence", "group": "search"},
-                 _seq_params(cell, 20, 0, lr=lr, hidden_size=hidden), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
-                 _seq_files(final, rng), t)
+                 _seq_params(cell, 20, knobs.seeds, lr=lr, hidden_size=hidden, features=features),
+                 _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
+                 _seq_files(final, rng, extra_country=knobs.extra_country), t)
+    for L in sorted({*knobs.seq_lens, 20}):  # the baselines of every L the trials trained on, both splits
+        setting = {k: v for k, v in _seq_params("gru", L, 1).items() if k in BASELINE_SETTING}
+        for split in ("random", "time"):
+            for name, acc in BASELINES.items():
+                acc = acc + knobs.baseline_shift - (0.05 if split == "time" else 0.0)
+                t += 1_000
+                run = client.create_run(exp_id, start_time=t, run_name=f"{name} {split} L={L}", tags={
+                    "mlflow.parentRunId": pid, "study.baseline": name, "trainable": "baseline", "split": split})
+                params = {**setting, "trained_split": "random", "split": split, "baseline": name}
+                client.log_batch(run.info.run_id, params=[Param(k, v if isinstance(v, str) else json.dumps(v))
+                                                          for k, v in params.items()],
+                                 metrics=[Metric(k, v, t, 0) for k, v in
+                                          {"train_acc": acc + 0.01, "val_acc": acc + 0.002, "test_acc": acc}.items()])
+                client.set_terminated(run.info.run_id, "FINISHED", end_time=t + 500)
     t += 200_000
     _log_run(client, exp_id, pid, "search_failed", {"trainable": "sequence", "group": "search", "error": "NonFiniteLossError"},
              _seq_params("rnn", 20, 0, lr=0.5), {"train_loss": [0.7]}, None, t, status="FAILED")
@@ -234,8 +279,8 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
         h, extra = _vae_history(kl, knobs.epochs, knobs)
         t += 200_000
         _log_run(client, exp_id, pid, f"vae_kl{kl}", {"trainable": "vae", "group": "fixed"}, _vae_params(kl), h,
-                 {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra}, "images.npz": _vae_images(kl, rng, knobs.image_size)},
-                 t, extra=extra)
+                 {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra},
+                  "images.npz": _vae_images(kl, rng, knobs.image_size, knobs.kl0_samples)}, t)
     for i in range(knobs.vae_search_trials):
         kl = float(rng.choice([0.1, 0.3, 1.0, 3.0, 10.0]))  # categorical, as in study.presets
         latent = int(rng.choice([8, 16, 32]))
@@ -244,6 +289,6 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
         _log_run(client, exp_id, pid, f"vae_search_{i:03d}", {"trainable": "vae", "group": "search"},
                  _vae_params(kl, latent_dim=latent, lr=float(10 ** rng.uniform(-4, -2.5))), h,
                  {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra}, "images.npz": _vae_images(1, rng, knobs.image_size)},
-                 t, extra=extra)
+                 t)
     client.set_terminated(pid, "FINISHED")
     return uri

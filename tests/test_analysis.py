@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import discussion, figures_covid, figures_search, figures_vae
-from analysis.report import FIGURES, write_report
+from analysis import describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
+from analysis.report import FIGURES, to_markdown, write_report
 from analysis.results import load_study
 from analysis_fixture import FixtureKnobs, build_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 DATA_FIGURES = {"corr_all", "corr_top"}  # need the CSV: covered by the integration tests
+HOSTILE = "<script>alert(1)</script> | x"
 
 
 def _load(root: Path, knobs: FixtureKnobs | None = None):
@@ -44,7 +45,8 @@ def test_load_study_reads_runs_histories_and_artefacts(results):
     assert results.name == "homework-test"
     assert results.parent_tags["study.kind"] == "homework"
     seq = results.select(trainable="sequence")
-    assert len(seq) == 28 and len(results.select(trainable="vae")) == 9
+    assert len(seq) == 18 and len(results.select(trainable="vae")) == 9  # 9 fixed + 1 ablation + 8 search
+    assert len(results.select(trainable="baseline")) == 4 * 2 * 3  # 4 baselines x 2 splits x 3 L
     assert [r.name for r in results.failed] == ["search_failed"]
     run = results.select(trainable="sequence", group="fixed", cell="gru", seq_len=20)[0]
     steps, values = run.history["test_acc"]
@@ -53,7 +55,7 @@ def test_load_study_reads_runs_histories_and_artefacts(results):
     assert run.param("data_dir") is None  # logged as JSON null
     # a key the run did not log is the trainable's default (study/ logs only the config it passed)
     assert "optimizer" not in run.logged_params and run.params["optimizer"] == "adam"
-    assert len(results.table()) == 37
+    assert len(results.table()) == 18 + 9 + 24  # sequence, vae and baseline runs (the failed one left out)
 
 
 @pytest.mark.parametrize("key", [k for _p, k, _c, _f in FIGURES if k not in DATA_FIGURES])
@@ -76,6 +78,24 @@ def test_correlation_figures_from_a_matrix(results, tmp_path):
     assert all_.stat().st_size > 2000 and top.stat().st_size > 2000
     picked = set(figures_covid.top_correlated(corr, 15))
     assert len(picked) == 15 and picked <= set(range(20)) and 7 not in picked
+
+
+def test_heatmap_legend_says_what_grey_cells_mean():
+    rng = np.random.default_rng(2)
+    corr = np.corrcoef(rng.normal(size=(12, 40)))
+    names = [f"C{i}" for i in range(12)]
+    fig = figures_covid.draw_corr_heatmap(corr, names, "no undefined cells")
+    assert fig.axes[0].get_legend() is None  # nothing grey, nothing to explain
+    figures_covid.plt.close(fig)
+    corr[3, :] = corr[:, 3] = np.nan  # a country with zero variance in the date range
+    fig = figures_covid.draw_corr_heatmap(corr, names, "one undefined country", zoom=True)
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    text = legend.get_texts()[0].get_text()
+    assert "undefined" in text and "no variance" in text and "1 country" in text
+    patch = legend.get_patches()[0]
+    assert patch.get_facecolor()[:3] == pytest.approx(figures_covid.plt.matplotlib.colors.to_rgb(figures_covid.UNDEFINED_GREY))
+    figures_covid.plt.close(fig)
 
 
 def test_missing_runs_skip_with_a_reason(results, tmp_path):
@@ -110,12 +130,136 @@ def test_write_report_references_every_figure(results, tmp_path):
     assert "<script src" not in html and "<link" not in html
 
 
+def test_report_files_get_the_mode_of_a_plain_write(results, tmp_path):
+    """index.html and report.md are shared like the figures: 0666 less the umask, not a temp file's 0600."""
+    import os
+    import stat
+
+    for umask, want in ((0o022, 0o644), (0o027, 0o640)):
+        old = os.umask(umask)
+        try:
+            out = tmp_path / f"report-{umask:o}"
+            write_report(results, out)
+        finally:
+            os.umask(old)
+        for name in ("index.html", "report.md", "figures/vae_elbo.png"):
+            assert stat.S_IMODE((out / name).stat().st_mode) == want, (name, oct(umask))
+
+
+def test_markdown_escapes_names_from_the_store(tmp_path):
+    """A study name or a country name is text in report.md, never HTML or Markdown structure."""
+    uri = build_store(tmp_path / "store", name=HOSTILE, knobs=FixtureKnobs(extra_country=HOSTILE.replace("x", "y")))
+    res = load_study(uri, HOSTILE)
+    res.data_dir = str(tmp_path / "no-data-here")
+    write_report(res, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "<script" not in md and "<script>alert" not in html
+    assert md.startswith("# Study report: &lt;script&gt;alert(1)&lt;/script&gt; \\| x\n")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; \\| y" in md  # set C and the countries not on the map
+    # a table cell keeps its column: the pipe inside a name is escaped
+    table = to_markdown([("table", ["name", "value"], [[HOSTILE, "1"], ["a_b *c* [d](e)", "2"]])])
+    for line in table.strip().splitlines():
+        assert len(re.split(r"(?<!\\)\|", line)) == 4, line
+    assert "a_b \\*c\\* \\[d\\](e)" in table
+
+
+def test_vae_preprocessing_gives_the_reasons_from_the_params(results):
+    run = vae_runs.by_weight(results)[1.0]  # conv, 16x16, Bernoulli, latent 32
+    text = " ".join(describe.vae_preprocessing(run))
+    for words in ("Why 16x16", "No crop", "face crops", "x/255 in [0,1]", "Bernoulli", "'conv'", "4x4, stride 2",
+                  "(16 -> 4)", "Decoder: the encoder mirrored", "Latent size 32", "kl_weight=1", "exactly the negative ELBO"):
+        assert words in text, words
+    run.params.update(arch="mlp", image_size="64", likelihood="gaussian", kl_weight="0.0", latent_dim="16")
+    text = " ".join(describe.vae_preprocessing(run))
+    for words in ("Why 64x64", "'mlp'", "Gaussian", "8-bit scale", "Latent size 16", "weight 0 drops the prior term"):
+        assert words in text, words
+    assert "Bernoulli" not in text and "'conv'" not in text
+
+
+def test_vae_discussion_says_what_prior_samples_look_like(tmp_path):
+    """Words from measured image statistics: KL x1 face-like, x100 one average face, x0 noise without face
+    structure; when the x0 samples do have a face layout (a knob), the words change with the numbers."""
+    def paragraph(paras, start):
+        return next(p for p in paras if p.startswith(start))
+
+    a = discussion.vae_discussion(_load(tmp_path / "a"))
+    b = discussion.vae_discussion(_load(tmp_path / "b", FixtureKnobs(kl0_samples="faces")))
+    assert "prior samples of the KL x1 model are face-like" in a[0]
+    assert "prior samples are nearly one image: an average face" in paragraph(a, "KL x100")
+    x0a, x0b = paragraph(a, "KL x0"), paragraph(b, "KL x0")
+    assert "little face structure" in x0a and "noisier than real faces" in x0a
+    assert "correlation with the mean real face" in x0a  # the numbers the words were decided from
+    assert "face-like" in x0b and "little face structure" not in x0b
+
+
+def test_importance_weighted_bound_in_the_report(results, tmp_path):
+    write_report(results, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "IWAE -log p(x)" in md
+    for w, run in vae_runs.by_weight(results).items():
+        iw = vae_runs.iw_results(run)
+        gap = iw["test_iw_neg_elbo"] - iw["test_iw_nll"]
+        row = (f"| {vae_runs.weight_label(w)} | {run.metrics['test_neg_elbo']:.1f} | {iw['test_iw_neg_elbo']:.1f} | "
+               f"{iw['test_iw_nll']:.1f} | {gap:.1f} | ")
+        assert row in md, row
+        assert f"| 64 | 200 |" in md
+    para = next(p for p in discussion.vae_discussion(results) if p.startswith("Importance weighting"))
+    assert "k=64" in para and "lower bound on the mean KL(q(z|x) || p(z|x))" in para and "It is largest for" in para
+
+
+def test_world_map_tooltips_work_offline(results, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from pygal_maps_world.maps import World
+
+    from analysis import covid_runs
+
+    svg = figures_covid.fig_world_map(results, tmp_path / "figures").read_text()
+    pred = json.loads(covid_runs.best_sequence_run(results, need="predictions.json").artifacts["predictions.json"].read_text())
+    p_de = pred["countries"]["Germany"]["p_increase"]
+    ns = "{http://www.w3.org/2000/svg}"
+    groups = {g.get("class").split()[0]: g for g in ET.fromstring(svg).iter(f"{ns}g")
+              if "country" in (g.get("class") or "").split()}
+    assert len(groups) == len(World.area_names)
+    title = groups["de"].find(f"{ns}title")
+    assert title is not None and title.text == f"Germany: {round(100 * p_de)}% chance of a rise on 2023-03-10"
+    assert groups["aq"].find(f"{ns}title").text == "Antarctica: no data"
+    urls = set(re.findall(r"https?://[^\s\"'<>]+", svg))
+    assert urls <= {"http://www.w3.org/2000/svg"}, urls  # no CDN, no remote script: works offline
+    assert "<script" not in svg
+    bins, _ = figures_covid.world_map_values(pred["countries"])
+    no_data = len(World.area_names) - sum(len(b) for b in bins)
+    write_report(results, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert f"{no_data} countries on the map have no data (grey)" in md
+    assert "<object data='figures/covid_world_map.svg' type='image/svg+xml'" in html  # hover needs a document
+
+
 def test_discussion_follows_the_numbers(tmp_path):
     a = _load(tmp_path / "a")
-    b = _load(tmp_path / "b", FixtureKnobs(best_L={"rnn": 30, "lstm": 10, "gru": 10}, time_gap=0.0, kl100_recon=900.0))
+    b = _load(tmp_path / "b", FixtureKnobs(best_L={"rnn": 30, "lstm": 10, "gru": 10}, time_gap=0.0, kl100_recon=900.0,
+                                           baseline_shift=0.2))
     da, db = discussion.covid_discussion(a), discussion.covid_discussion(b)
-    assert "RNN did best at L=10" in da[0] and "RNN did best at L=30" in db[0]
-    assert "lower on average" in da[1] and "hardly differs" in db[1]
+
+    def para(paras, start):
+        return next(p for p in paras if p.startswith(start))
+
+    # the chosen model: on validation, its test numbers with the seed interval, beside the baselines
+    assert da[0].startswith("Chosen on val_acc") and "95% CI over 2 seeds" in da[0]
+    assert "gradient-boosted trees 0.740" in da[0] and "points above the best of them" in da[0]
+    assert "gradient-boosted trees 0.940" in db[0] and "points below the best of them" in db[0]
+    # L is judged above each L's majority rate
+    assert "RNN gains most above it at L=10" in para(da, "The majority-class rate")
+    assert "RNN gains most above it at L=30" in para(db, "The majority-class rate")
+    gain_a, gain_b = para(da, "Against the baselines"), para(db, "Against the baselines")
+    assert "on the random split 6 of 9 cell/L settings beat" in gain_a
+    assert "on the random split 0 of 9 cell/L settings beat" in gain_b
+    assert para(da, "The search ran 18 trials (fixed runs included) on val_acc")
+    assert "'relative+weekday' best" in para(da, "Validation accuracy by input features")
+    assert "lower on average" in para(da, "The leakage-free time split") and "hardly differs" in para(db, "The leakage-free")
+    assert "None of the 18 models of the fixed grid predicts a single class" in " ".join(da)
     va, vb = discussion.vae_discussion(a), discussion.vae_discussion(b)
     ka = next(p for p in va if p.startswith("KL x100"))
     kb = next(p for p in vb if p.startswith("KL x100"))
@@ -155,7 +299,8 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     assert status, dom.stdout[-2000:]
     attrs = dict(re.findall(r'(data-[a-z]+)="([^"]*)"', status.group(0)))
     assert attrs["data-done"] == "1"
-    assert int(attrs["data-images"]) == len(FIGURES) - len(DATA_FIGURES)
+    assert int(attrs["data-objects"]) == 1  # the world map: an <object>, so its hover titles work
+    assert int(attrs["data-images"]) + int(attrs["data-objects"]) == len(FIGURES) - len(DATA_FIGURES)
     assert attrs["data-broken"] == "" and attrs["data-errors"] == ""
     assert not [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     shot = tmp_path / "report.png"

@@ -44,7 +44,7 @@ def test_history_from_mlflow_runs_counts_fixed_and_searched_trials(results):
     assert hist.title == f"{n_fixed + n_search} trials: {n_fixed} fixed, {n_search} searched"
     assert "search trials" not in hist.title
     # the objective comes from the space logged on the parent run, not a constant
-    assert figures_search.objective(results, "sequence") == ("test_acc", "maximize")
+    assert figures_search.objective(results, "sequence") == ("val_acc", "maximize")
 
 
 def test_search_figures_read_the_optuna_storage(results, tmp_path):
