@@ -4,6 +4,7 @@ Nothing here times anything: the benchmark reports ratios, tests only check that
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,21 +16,34 @@ import numpy as np
 import pytest
 import torch
 
-from study import bench, bench_plain, bench_study
+from study.bench import cli as bench_cli
+from study.bench import fused, study_workload, timing, vae_study
+from study.bench import plain as bench_plain
+from study.bench import workloads as bench
+from study.bench.registry import WORKLOADS
 from study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "study" / "bench"
 MODEL_WORKLOADS = [*bench.SEQUENCE_WORKLOADS, *bench.VAE_WORKLOADS]
 
 
 @pytest.mark.parametrize("workload", MODEL_WORKLOADS)
 def test_plain_and_ours_train_the_same_shaped_model(workload: str) -> None:
     ours, plain = bench.our_model(workload), bench.plain_model(workload)
-    assert bench.n_params(ours) == bench.n_params(plain) > 0
+    assert timing.n_params(ours) == timing.n_params(plain) > 0
     # ... and map the same input to outputs of the same shape
     if workload in bench.SEQUENCE_WORKLOADS:
-        x = torch.zeros(3, bench.SEQ["seq_len"], 1)
-        assert ours(x).shape == plain(x).shape == (3, 2)
+        assert ours.seeds == [0] and all(p.shape[0] == 1 for p in ours.parameters())  # one model: K = 1
+        assert timing.n_params(ours) == sum(p.numel() for p in ours.parameters())
+        # the same function: our model 0's weights loaded into the plain torch.nn model give the same logits
+        state = {k.replace("head.", "fc."): v for k, v in ours.torch_state(0).items()}
+        plain.load_state_dict(state)
+        x = torch.randn(3, bench.SEQ["seq_len"], 1)
+        with torch.no_grad():
+            theirs, mine = plain(x), ours(x.transpose(0, 1).unsqueeze(1))  # (L, K=1, B, F)
+        assert mine.shape == (1, 3, 2) and theirs.shape == (3, 2)
+        torch.testing.assert_close(mine[0], theirs, rtol=1e-4, atol=1e-5)
     else:
         cfg = bench.vae_config(workload, "cpu", 1)
         x = torch.rand(2, 3, cfg.image_size, cfg.image_size)
@@ -45,6 +59,17 @@ def test_synthetic_data_has_the_real_shapes() -> None:
     assert images.shape == (5, 3, 64, 64) and images.dtype == np.uint8
 
 
+def test_bench_splits_have_equal_parts_and_the_plain_loop_evaluates_both_held_out_parts() -> None:
+    splits = bench.bench_splits(100, 70)
+    assert set(splits) == {"random", "time"}
+    for split in splits.values():
+        assert [len(p) for p in split] == [70, 15, 15]
+        assert sorted(np.concatenate(list(split)).tolist()) == list(range(100))  # disjoint, every window once
+        assert sorted(bench.held_out(split).tolist()) == sorted([*split.val.tolist(), *split.test.tolist()])
+    assert splits["time"].train.tolist() == list(range(70))  # in order
+    assert splits["random"].train.tolist() != list(range(70))
+
+
 def test_plain_loops_and_our_fit_run_on_tiny_data() -> None:
     from trainables import sequence, vae
 
@@ -53,9 +78,10 @@ def test_plain_loops_and_our_fit_run_on_tiny_data() -> None:
                                         batch_size=16, lr=1e-3, epochs=2)
     assert len(times) == 2 and min(times) > 0
     reported: list[dict] = []
-    sequence.fit(bench.sequence_config("gru", "cpu", 2), bench.sequence_data(x[:64], y[:64], x[64:], y[64:]),
-                 reported.append)
+    cfg = dataclasses.replace(bench.sequence_config("gru", "cpu", 2), hidden_size=8)
+    out = sequence.fit(cfg, bench.sequence_data(x, y, bench.bench_splits(80, 64)), reported.append)
     assert [m["epoch"] for m in reported] == [1, 2] and "test_acc_time" not in reported[-1]  # twin off
+    assert len(out["models"]) == 1 and out["n_train"] == 64  # one model, as the plain loop
     images = bench.synthetic_images(40, 32)
     times = bench_plain.vae_epochs(images[:32], images[32:], arch="mlp", image_size=32, latent_dim=4, hidden=(16,),
                                    batch_size=16, lr=1e-3, epochs=1)
@@ -69,18 +95,127 @@ def test_plain_loops_and_our_fit_run_on_tiny_data() -> None:
 def test_study_workload_is_the_homework_presets_first_fixed_runs() -> None:
     from study.presets import PRESETS
 
-    part = bench_study.study_part(bench.FULL, "cpu", "/data")
+    part = study_workload.study_part(timing.FULL, "cpu", "/data")
     assert len(part.fixed) == 16 and part.fixed == PRESETS["homework"]["covid"].fixed[:16]
     assert part.total_trials == 16 and part.scheduler == "none" and part.epochs == 10
-    assert part.constants["time_twin"] is False and part.constants["batch_size"] == 64
-    assert len(bench_study.study_part(bench.QUICK, "cpu", "/data").fixed) == 4
+    assert part.constants["time_twin"] is False and part.constants["seeds"] == 1  # one model, as each plain loop
+    assert part.constants["batch_size"] == 64
+    assert len(study_workload.study_part(timing.QUICK, "cpu", "/data").fixed) == 4
+
+
+def test_vae_study_workload_is_the_homework_presets_vae_part_on_fewer_faces() -> None:
+    from study.presets import PRESETS
+
+    base = PRESETS["homework"]["vae"]
+    part = vae_study.vae_study_part(timing.FULL, "cpu", "/data")
+    assert part.fixed[:3] == base.fixed and part.fixed[3] == dict(base.fixed[0], seed=1)
+    assert part.total_trials == 4 and part.scheduler == "none" and part.epochs == timing.FULL.vae_study_epochs
+    assert part.constants["max_images"] == timing.FULL.vae_study_images
+    assert part.constants["image_size"] == base.constants["image_size"]
+    assert part.constants["iw_samples"] == base.constants["iw_samples"]
+    assert len(vae_study.vae_study_part(timing.QUICK, "cpu", "/data").fixed) == timing.QUICK.vae_study_trials
+
+
+def test_plain_conv_vae_has_the_shape_of_the_presets_conv_vae() -> None:
+    from trainables.vae_models import build_vae
+
+    ours, plain = build_vae("conv", 32, 32), bench_plain.plain_vae("conv", 32, 32, (32, 64))
+    assert timing.n_params(ours) == timing.n_params(plain) > 0
+    x = torch.rand(2, 3, 32, 32)
+    assert ours(x)[0].shape == plain(x)[0].shape == x.shape
+
+
+def _bench_imports(path: Path) -> set[str]:
+    """The study.bench modules a module imports, at any level (module top or inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "study.bench":
+                found |= {f"study.bench.{a.name}" for a in node.names}
+            elif node.module.startswith("study.bench."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("study.bench.")}
+    return found
+
+
+def test_bench_modules_import_one_way() -> None:
+    """No cycle among study/bench/*.py, counting imports inside functions too; each module imports on its own."""
+    import graphlib
+    import importlib
+
+    modules = {f"study.bench.{p.stem}": p for p in BENCH_DIR.glob("*.py") if p.stem != "__init__"}
+    graph = {name: _bench_imports(path) - {name} for name, path in modules.items()}
+    assert all(dep in modules for deps in graph.values() for dep in deps), graph
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
+    assert set(order) == set(modules)
+    assert graph["study.bench.plain"] == set()  # the baseline stands alone
+    for name in modules:
+        importlib.import_module(name)
+
+
+def test_the_registry_runs_every_workload_the_command_offers() -> None:
+    assert list(WORKLOADS) == [*bench.SEQUENCE_WORKLOADS, *bench.VAE_WORKLOADS, "fused", "study", "vae-study"]
+    assert all(w.name == name and callable(w.run) for name, w in WORKLOADS.items())
+
+
+def test_fused_workload_is_what_a_homework_covid_trial_trains() -> None:
+    from study.presets import PRESETS
+    from trainables import sequence
+
+    base = PRESETS["homework"]["covid"].constants
+    cfg = fused.fused_config("cpu", 3, 1)
+    assert (cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.seq_len, cfg.batch_size) == ("gru", 32, 1, 30, 64)
+    assert cfg.seeds == base["seeds"] == 3 and cfg.time_twin and cfg.batch_size == base["batch_size"]
+    assert fused.K == 6
+    assert timing.FULL.fused_windows == 11_193 and timing.QUICK.fused_windows < timing.FULL.fused_windows
+    # the plain runs are the trainable's models, in its order: 3 seeds on the random split, then on the time split
+    data = fused.fused_data(200)
+    stacks = sequence.build_stacks(cfg, data, torch.device("cpu"))
+    ours = [("random" if g == "main" else "time", s) for st in stacks for g, s in zip(st.group, st.seeds)]
+    assert fused.plain_models(cfg) == ours and len(ours) == 6
+    assert [len(p) for p in data.splits["random"]] == [len(p) for p in data.splits["time"]] == [140, 30, 30]
+
+
+def test_fused_row_trains_six_models_at_once_against_six_plain_runs(monkeypatch, tmp_path: Path) -> None:
+    calls: list[tuple[int, int, int]] = []
+    real = bench_plain.sequence_epochs
+
+    def counted(x_train, y_train, x_test, y_test, **kw):
+        calls.append((len(x_train), len(x_test), kw["seed"]))
+        assert kw["hidden_size"] == 32 and kw["batch_size"] == 64 and kw["cell"] == "gru"
+        return real(x_train, y_train, x_test, y_test, **kw)
+
+    monkeypatch.setattr(bench_plain, "sequence_epochs", counted)
+    threads = torch.get_num_threads()
+    sizes = timing.Sizes(fused_windows=200, warmup=1, timed=1, rounds=1)
+    row = fused.bench_fused(timing.BenchRun(sizes, "cpu", None, tmp_path))
+    assert torch.get_num_threads() == threads  # put back
+    assert calls == [(140, 60, s) for s in (0, 1, 2)] * 2  # 3 seeds x (random, time): train, val + test
+    assert row["workload"] == "fused" and row["unit"] == "s/model-epoch"
+    assert row["k_models"] == 6 and row["ours_models"] == [6] and row["plain_runs"] == [6]
+    assert row["seeds"] == 3 and row["time_twin"] is True and row["threads"] == 1
+    assert (row["n_train"], row["n_val"], row["n_test"]) == (140, 30, 30) and row["n_params_per_model"] > 0
+    assert len(row["plain_epochs_s"]) == 1 and [len(t) for t in row["plain_epochs_s"][0]] == [2] * 6
+    assert [len(t) for t in row["ours_epochs_s"]] == [2]
+    for key in ("plain_s", "ours_s", "speedup", "plain_model_epochs_per_s", "ours_model_epochs_per_s"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["ours_s"] == pytest.approx(row["ours_epoch_s"] / 6)
+    assert row["speedup"] == pytest.approx(row["ours_model_epochs_per_s"] / row["plain_model_epochs_per_s"])
+    assert row["what"].startswith("K=6 GRUs 1x32")
+    table = bench_cli.format_table({"quick": False, "machine": bench_cli.machine_info("cpu"), "rows": [row],
+                                    "skipped": []})
+    assert f"| fused | {row['what']} | {row['plain_model_epochs_per_s']:.2f} model-epochs/s |" in table
+    assert "trains K=6 models at once" in table and "L=30, batch 64" in table
 
 
 def test_format_table_with_a_skipped_study() -> None:
     row = {"workload": "gru", "what": "GRU", "unit": "s/epoch", "plain_s": 2.0, "ours_s": 1.0, "speedup": 2.0}
-    result = {"quick": True, "machine": bench.machine_info("cpu"), "rows": [row],
+    result = {"quick": True, "machine": bench_cli.machine_info("cpu"), "rows": [row],
               "skipped": [{"workload": "study", "reason": "no data"}]}
-    table = bench.format_table(result)
+    table = bench_cli.format_table(result)
     assert "| gru | GRU | 2.000 s/epoch | 1.000 s/epoch | 2.00x |" in table
     assert "skipped: no data" in table
 
@@ -115,10 +250,11 @@ def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
     assert result["machine"]["torch"] == torch.__version__ and result["machine"]["threads"] >= 1
     rows = {r["workload"]: r for r in result["rows"]}
     skipped = {s["workload"]: s["reason"] for s in result["skipped"]}
-    expected = set(bench.WORKLOADS)
-    if "study" in skipped:  # only allowed without the real data
-        assert not os.environ.get("STUDY_DATA_DIR"), skipped["study"]
-        expected.discard("study")
+    expected = set(WORKLOADS)
+    for name in ("study", "vae-study"):
+        if name in skipped:  # only allowed without the real data
+            assert not os.environ.get("STUDY_DATA_DIR"), skipped[name]
+            expected.discard(name)
     assert set(rows) == expected
     for name, r in rows.items():
         assert r["plain_s"] > 0 and r["ours_s"] > 0, name
@@ -127,11 +263,24 @@ def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
         s = rows["study"]
         assert s["trials"] == 4 and s["epochs"] == 2 and s["plain_trial_epochs_per_s"] > 0
         assert s["ours_trial_epochs_per_s"] > 0 and s["overhead_pct_of_trial"] is not None
+    f = rows["fused"]
+    assert f["k_models"] == 6 and f["ours_models"] == [6, 6] and f["plain_runs"] == [6, 6]
+    assert f["n_train"] == int(0.7 * timing.QUICK.fused_windows) and "Fused: one trial" in proc.stdout
+    if "vae-study" in rows:
+        v = rows["vae-study"]
+        assert v["trials"] == timing.QUICK.vae_study_trials and v["epochs"] == timing.QUICK.vae_study_epochs
+        assert v["plain_trial_epochs_per_s"] > 0 and v["ours_trial_epochs_per_s"] > 0
+        assert v["ours_train_total_s"] > 0 and math.isfinite(v["overhead_pct_of_training"])
+        assert v["iw_samples"] == 64 and 0 < v["iw_images"] <= v["n_test"] and v["iw_time_s"] > 0
+        assert "VAE study:" in proc.stdout
     assert "| workload |" in proc.stdout
 
 
-def test_study_workload_is_skipped_with_a_reason_without_the_data(tmp_path: Path) -> None:
+def test_study_workloads_are_skipped_with_a_reason_without_the_data(tmp_path: Path) -> None:
     lines: list[str] = []
-    result = bench.run_bench(["study"], quick=True, device="cpu", data_dir=str(tmp_path), log=lines.append)
-    assert result["rows"] == [] and result["skipped"][0]["workload"] == "study"
+    result = bench_cli.run_bench(["study", "vae-study"], quick=True, device="cpu", data_dir=str(tmp_path),
+                                 log=lines.append)
+    assert result["rows"] == [] and [s["workload"] for s in result["skipped"]] == ["study", "vae-study"]
     assert "COVID data" in result["skipped"][0]["reason"] and any("skipping the study" in line for line in lines)
+    assert "faces" in result["skipped"][1]["reason"] and any("skipping the vae-study" in line for line in lines)
+    assert "| vae-study | skipped: the real faces" in bench_cli.format_table(result)

@@ -3,8 +3,9 @@
 Deliberately plain (this is the baseline, not code to improve): data in a `TensorDataset` of float32 tensors on
 the host, a `DataLoader(shuffle=True)`, every batch copied with `.to(device)`, float32 throughout, one model at
 a time, and the running loss / correct count read with `.item()` on every batch (a host sync per batch on a
-GPU). The models are `torch.nn.GRU/LSTM/RNN` + a linear head, and the homework report's conv VAE (or an MLP VAE
-of the project's default shape), with the parameter counts of the project's own models for the same workload.
+GPU). The models are `torch.nn.GRU/LSTM/RNN` + a linear head, the homework report's conv VAE, the small conv VAE
+of the study presets and an MLP VAE of the project's default shape, with the parameter counts of the project's own
+models for the same workload. This module imports nothing of the project: it is the baseline, whatever changes.
 
 Each `*_epochs` function returns the wall time of every epoch (one training pass plus one test pass, as the
 reports printed test numbers every epoch), with the device synchronised at the end of the epoch.
@@ -65,6 +66,36 @@ class PlainConvVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
+class PlainSmallConvVAE(nn.Module):
+    """A conv VAE with one 4x4 stride-2 conv per width (3 -> c1 -> c2), fc_mu / fc_logvar; mirrored with
+    transposed convs -> sigmoid (the shape of the study presets' `conv` VAE)."""
+
+    def __init__(self, image_size: int = 32, latent_dim: int = 32, c1: int = 32, c2: int = 64):
+        super().__init__()
+        s = image_size // 4
+        self.c2, self.s = c2, s
+        self.conv1 = nn.Conv2d(3, c1, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 4, stride=2, padding=1)
+        self.fc_mu = nn.Linear(c2 * s * s, latent_dim)
+        self.fc_logvar = nn.Linear(c2 * s * s, latent_dim)
+        self.fc_dec = nn.Linear(latent_dim, c2 * s * s)
+        self.deconv1 = nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1)
+        self.deconv2 = nn.ConvTranspose2d(c1, 3, 4, stride=2, padding=1)
+
+    def encode(self, x):
+        h = F.relu(self.conv2(F.relu(self.conv1(x)))).flatten(1)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode(self, z):
+        h = F.relu(self.fc_dec(z)).view(-1, self.c2, self.s, self.s)
+        return torch.sigmoid(self.deconv2(F.relu(self.deconv1(h))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decode(z), mu, logvar
+
+
 class PlainMLPVAE(nn.Module):
     """A fully connected VAE as in the reports: flatten -> hidden widths -> fc_mu / fc_logvar; mirrored -> sigmoid."""
 
@@ -101,6 +132,8 @@ class PlainMLPVAE(nn.Module):
 def plain_vae(arch: str, image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> nn.Module:
     if arch == "homework_conv":
         return PlainConvVAE(image_size, latent_dim, *hidden)
+    if arch == "conv" and len(hidden) == 2:
+        return PlainSmallConvVAE(image_size, latent_dim, *hidden)
     if arch == "mlp":
         return PlainMLPVAE(image_size, latent_dim, hidden)
     raise ValueError(f"no plain reference for VAE arch {arch!r}")
@@ -154,9 +187,9 @@ def sequence_epochs(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
 
 
 def vae_epochs(train_images: np.ndarray, test_images: np.ndarray, *, arch: str, image_size: int, latent_dim: int,
-               hidden: tuple[int, ...], batch_size: int, lr: float, epochs: int,
+               hidden: tuple[int, ...], batch_size: int, lr: float, epochs: int, kl_weight: float = 1.0,
                device: str | torch.device = "cpu", seed: int = 0) -> list[float]:
-    """Train one VAE the reports' way (float32 [0,1] tensors, BCE(sum) + KL); return each epoch's seconds."""
+    """Train one VAE the reports' way (float32 [0,1] tensors, BCE(sum) + kl_weight * KL); each epoch's seconds."""
     device = torch.device(device)
     torch.manual_seed(seed)
     # The reports converted every image to float32 up front (ToTensor); done here, outside the timed epochs.
@@ -170,7 +203,7 @@ def vae_epochs(train_images: np.ndarray, test_images: np.ndarray, *, arch: str, 
     def loss_fn(recon, x, mu, logvar):
         bce = F.binary_cross_entropy(recon, x, reduction="sum")
         kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        return bce + kld
+        return bce + kl_weight * kld
 
     times = []
     for _epoch in range(epochs):
