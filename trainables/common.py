@@ -58,9 +58,11 @@ def check_finite(epoch: int, **terms: torch.Tensor | float) -> None:
 
 
 def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """Every RNG's state as tensors and plain Python values, so a checkpoint loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, tuple of ints, float | None)
+        "numpy": [str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "shuffle": gen.get_state(),
     }
@@ -70,8 +72,10 @@ def rng_state(gen: torch.Generator) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     gen.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
@@ -81,12 +85,49 @@ def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
 CHECKPOINT_FILE = "state.pt"
 
 
+def plain(value: Any, where: str = "state") -> Any:
+    """`value` as tensors and plain Python values only: what ``torch.load(..., weights_only=True)`` accepts.
+
+    A checkpoint or model file in a study folder is read back at resume or by the report; loading it must not
+    run code, so nothing in it may need the full unpickler. numpy scalars and arrays become Python numbers and
+    lists, paths become strings; anything else is refused here, at save time, naming where it sits.
+    """
+    if isinstance(value, np.generic):  # before the Python types: np.float64 is a float subclass
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, torch.dtype, torch.device)):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"{where}: a {type(value).__name__} cannot be saved for a weights_only load; "
+                    "store tensors and plain values")
+
+
 def _torch_save_atomic(obj: Any, path: Path) -> None:
     """Temp file + rename, so a kill mid-save leaves the previous file whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        torch.save(obj, tmp)
+        torch.save(plain(obj), tmp)
     Path(tmp.name).replace(path)
+
+
+def load_safely(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: a file holding anything but tensors and plain values is refused
+    (a crafted pickle would otherwise run its code on load), with one line naming the file."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if "Unsupported" in line or "GLOBAL" in line]
+        why = lines[0].split(" was not an allowed global")[0] if lines else type(err).__name__
+        raise ValueError(f"{path}: refused to load: it holds more than tensors and plain values ({why})") from None
 
 
 def save_checkpoint(folder: str | os.PathLike, **state: Any) -> None:
@@ -105,7 +146,7 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_safely(path)
 
 
 def write_json(folder: str | os.PathLike, name: str, obj: Any) -> Path:

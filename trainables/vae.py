@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from trainables import vae_models
-from trainables.common import (Report, check_finite, config_from_dict, load_checkpoint, pick_device,
-                               rng_state, save_checkpoint, save_model, seed_everything, set_rng_state,
-                               write_json)
+from trainables.common import (Report, check_finite, config_from_dict, load_checkpoint, load_safely,
+                               pick_device, rng_state, save_checkpoint, save_model, seed_everything,
+                               set_rng_state, write_json)
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
 
@@ -47,6 +47,53 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------------------------------------- config
+# Inclusive (low, high) limits: a value outside is a mistake (a typo, a unit slip), not an experiment.
+VAE_LIMITS: dict[str, tuple[float, float]] = {
+    "image_size": (4, 512), "latent_dim": (1, 4096), "sigma": (1e-6, 10.0), "kl_weight": (0.0, 1e6),
+    "lr": (1e-8, 1.0), "batch_size": (1, 65_536), "epochs": (0, 100_000), "seed": (0, 2**31 - 1),
+    "max_images": (1, 100_000_000), "num_threads": (0, 1024), "iw_samples": (0, 100_000),
+    "iw_images": (0, 100_000_000), "hidden": (1, 65_536),
+}
+VAE_CHOICES = {"likelihood": ("bernoulli", "gaussian"), "optimizer": ("adam", "adamw", "sgd"),
+               "device": ("auto", "cpu", "cuda")}
+
+
+def check_config_values(cfg: Any) -> None:
+    """Types, choices and limits of a VAEConfig: the first bad value is a ValueError naming the key.
+
+    A study checks every fixed run's config in its driver before anything starts, so the message must say
+    which key is wrong and why, in one line.
+    """
+    choices = {"arch": tuple(vae_models.ARCHS), **VAE_CHOICES}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
+    for f in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, f.name), str(f.type)
+        if value is None and "None" in kind:
+            continue
+        if kind.startswith(("int", "float")):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{f.name}={value!r}: expected a number")
+            if not math.isfinite(value):
+                raise ValueError(f"{f.name}={value!r}: must be finite")
+            if kind.startswith("int"):
+                if not float(value).is_integer():
+                    raise ValueError(f"{f.name}={value!r}: expected a whole number")
+                object.__setattr__(cfg, f.name, int(value))  # 32.0 from a JSON file means 32
+        elif kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{f.name}={value!r}: expected true or false")
+        elif kind.startswith("str") and not isinstance(value, str):
+            raise ValueError(f"{f.name}={value!r}: expected a string")
+    for key, (lo, hi) in VAE_LIMITS.items():
+        values = getattr(cfg, key)
+        for value in (values if isinstance(values, tuple) else [values]):
+            if value is not None and not lo <= value <= hi:
+                raise ValueError(f"{key}={getattr(cfg, key)!r}: outside the limits [{lo}, {hi}]")
+    if not 0 < cfg.test_frac < 1:
+        raise ValueError(f"test_frac={cfg.test_frac!r}: must be in (0, 1)")
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Every key has a default that trains sensibly on a 2-core CPU (32x32 MLP VAE: ~5 s per epoch of all faces)."""
@@ -77,18 +124,11 @@ class VAEConfig:
         if isinstance(hidden, str):
             hidden = [h for h in hidden.replace(",", " ").split()]
         if hidden is not None:
+            if not all(isinstance(h, (int, str)) and not isinstance(h, bool) and str(h).strip().isdigit()
+                       for h in hidden):
+                raise ValueError(f"hidden={self.hidden!r}: expected whole numbers (layer widths)")
             object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
-        checks = {
-            "arch": self.arch in vae_models.ARCHS, "likelihood": self.likelihood in ("bernoulli", "gaussian"),
-            "optimizer": self.optimizer in ("adam", "adamw", "sgd"), "kl_weight": self.kl_weight >= 0,
-            "sigma": self.sigma > 0, "image_size": self.image_size > 0, "latent_dim": self.latent_dim > 0,
-            "batch_size": self.batch_size > 0, "epochs": self.epochs >= 0, "iw_samples": self.iw_samples >= 0,
-            "iw_images": self.iw_images >= 0,
-            "test_frac": 0 < self.test_frac < 1, "lr": self.lr > 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("bad VAEConfig value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        check_config_values(self)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "VAEConfig":
@@ -320,7 +360,7 @@ def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, re
 # --------------------------------------------------------------------------- report functions + artefacts
 def load_model(path: str | Path, device: str = "cpu") -> tuple[VAE, VAEConfig]:
     """Rebuild a model written as ``model.pt`` by ``write_artifacts``."""
-    blob = torch.load(path, map_location=device, weights_only=False)
+    blob = load_safely(path, map_location=device)  # never unpickle code from a file
     cfg = VAEConfig.from_dict(blob["config"])
     model = vae_models.build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden,
                                  cfg.likelihood == "gaussian" and cfg.learn_sigma, cfg.sigma)
