@@ -4,10 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 from study.cli import UsageError
 from study.presets import KINDS, PRESETS
@@ -42,20 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     resume.set_defaults(handler=_resume)
 
 
-def _check_address(address: str) -> None:
-    """Fail in a second on a cluster that is not there, instead of Ray's long retry loop."""
-    if address == "auto" or address.startswith("local"):
-        return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
-    if not host or not port:
-        raise UsageError(f"--address {address!r} is not HOST:PORT")
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as err:
-        raise UsageError(f"--address {address}: no Ray cluster answers there ({err.strerror or err})") from None
-
-
 def _validate(args: argparse.Namespace) -> None:
     if args.num_samples is not None and args.num_samples < 0:
         raise UsageError(f"--num-samples must be >= 0, got {args.num_samples}")
@@ -69,10 +53,22 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     if args.gpus_per_trial < 0:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    # One line each (exit 2), before a folder, a run or Ray exists; see study.checks.
+    from study import checks
+    from study.local_ray import check_ray_address
+
+    if args.name is not None:
+        checks.check_name(args.name)
+    checks.check_seed(args.seed)
+    checks.check_storage(args.storage)
+    checks.probe_mlflow(args.mlflow_uri)
     if args.address:
-        _check_address(args.address)
-    elif args.cpus_per_trial > (os.cpu_count() or 1):
-        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g} is more than this machine's {os.cpu_count()} CPUs")
+        check_ray_address(args.address)
+    else:
+        if args.cpus_per_trial > (os.cpu_count() or 1):
+            raise checks.FlagError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has "
+                                   f"{os.cpu_count()} CPUs")
+        checks.check_local_gpus(args.gpus_per_trial)
 
 
 def _fixed_runs(value: str | None, target: str) -> list[dict]:
@@ -132,14 +128,23 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
         settings=settings,
     )
-    print(f"study: {name} in {study_dir}", flush=True)
+    from study.checks import check_fixed_configs
+
+    check_fixed_configs(spec.parts(), len(extra_fixed))
     return run_study(spec)
 
 
 def _resume(args: argparse.Namespace) -> int:
     from study.runner import load_spec, run_study
 
+    from study import checks
+    from study.local_ray import check_ray_address
+
     spec = load_spec(args.study_dir)
+    checks.probe_mlflow(spec.mlflow_uri)
     if spec.address:
-        _check_address(spec.address)
+        check_ray_address(spec.address)
+    else:
+        checks.check_local_gpus(spec.gpus_per_trial)
+    checks.check_fixed_configs(spec.parts(), len(spec.extra_fixed))
     return run_study(spec)

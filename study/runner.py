@@ -10,9 +10,10 @@ import dataclasses
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from study.presets import Part, parts_for
 
@@ -125,33 +126,35 @@ def load_dataset(part: Part) -> tuple[Any, str]:
     return faces, faces.source_hash
 
 
-def _ray_init(spec: StudySpec) -> None:
-    import ray
+@contextmanager
+def study_ray(spec: StudySpec) -> Iterator[dict[str, float]]:
+    """The study's Ray for the `with` block: a private local one, or the cluster `--address` names (joined only
+    then). Shut down (or left) on every way out of the block, an exception or a SIGTERM (ray.init makes that a
+    SystemExit in the driver) included."""
+    from study.local_ray import cluster_ray, local_ray
 
-    if ray.is_initialized():
-        return
-    if spec.address:
-        ray.init(address=spec.address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+    with (cluster_ray(spec.address) if spec.address else local_ray()) as resources:
+        yield resources
 
 
-def auto_concurrency(spec: StudySpec) -> int:
+def auto_concurrency(spec: StudySpec, res: dict[str, float] | None = None) -> int:
     """As many trials as the cluster's CPUs (and GPUs) hold at once.
 
     Tune would otherwise keep one trial pending behind a searcher, so trials would start one by one; with
     max_concurrent_trials set it wraps the searcher in a ConcurrencyLimiter and keeps that many pending.
     """
-    import ray
+    if res is None:
+        import ray
 
-    res = ray.cluster_resources()
+        res = ray.cluster_resources()
     n = int(res.get("CPU", 1) // spec.cpus_per_trial)
     if spec.gpus_per_trial > 0:
         n = min(n, int(res.get("GPU", 0) // spec.gpus_per_trial))
     return max(1, n)
 
 
-def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any, str]) -> dict[str, Any]:
+def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any, str],
+             resources: dict[str, float] | None = None) -> dict[str, Any]:
     """Fit (or restore and finish) one part on its loaded data; returns its summary."""
     from ray import tune
 
@@ -166,7 +169,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     path = Path(spec.study_dir) / part.kind
-    slots = spec.max_concurrent or auto_concurrency(spec)
+    slots = spec.max_concurrent or auto_concurrency(spec, resources)
     started = time.time()
     resumed = tune.Tuner.can_restore(str(path))
     if resumed:
@@ -255,25 +258,51 @@ def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False, slots
 
 
 def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
-    """Run every part not yet done; 0 when all finished, 130 when interrupted (resume continues it).
+    """Run every part not yet done; 0 when all finished, 1 when some trials errored, 130 when interrupted
+    (resume continues it).
 
+    Order: data and the checks that need it, then the study folder's lock, then Ray (and the check of its
+    resources), and only then the MLflow parent run: a mistake found on the way leaves no half-made study.
     `parts` replaces the preset's parts (the benchmark runs a fixed workload); each part's summary is also
     written to STUDY_DIR/summary.json for scripts.
     """
-    from study import tracking
+    from study.lock import study_lock
+    from study.preflight import check_part_data
 
     study_dir = Path(spec.study_dir)
     parts = parts if parts is not None else spec.parts()
-    # Data first: a missing or bad file fails here, in a second, before a folder, a run or Ray exists.
+    # Data first: a missing or bad file, or data on which every trial would fail, is one line here, in a
+    # second, before a folder, a run or Ray exists.
     loaded = {part.kind: load_dataset(part) for part in parts if part.kind not in spec.done}
-    study_dir.mkdir(parents=True, exist_ok=True)
-    if not spec.address:
-        # A local, single-user cluster: skip Ray's token auth (and its warning at every start).
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    warnings = [w for part in parts if part.kind in loaded for w in check_part_data(part, loaded[part.kind][0])]
     # Ray's new console output ignores a progress reporter; the classic one prints our compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # One forced state snapshot per checkpoint is what makes every finished epoch survive a kill.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    with study_lock(study_dir):
+        if spec.parent_run_id is None and (study_dir / STUDY_FILE).exists():
+            from data.errors import DataError
+
+            raise DataError(f"already holds a study; continue it with `study resume {study_dir}` or pick --name",
+                            study_dir)
+        if spec.parent_run_id is not None:  # resume: the parts another driver finished before we held the lock
+            spec.done = load_spec(study_dir).done
+        print(f"study: {spec.name} in {study_dir}", flush=True)
+        for line in warnings:
+            print(f"study: warning: {line}", flush=True)
+        with study_ray(spec) as resources:
+            from study.local_ray import check_resources
+
+            check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
+                            f"the Ray cluster at {spec.address}" if spec.address else "this machine")
+            return _drive(spec, parts, loaded, resources)
+
+
+def _drive(spec: StudySpec, parts: list[Part], loaded: dict[str, Any], resources: dict[str, float]) -> int:
+    """The study itself, with the folder locked and Ray up."""
+    from study import tracking
+
+    study_dir = Path(spec.study_dir)
     if spec.parent_run_id is None:
         # The search space goes with the study, so analysis rebuilds the Optuna study without guessing it.
         spaces = {f"study.space.{p.kind}": json.dumps({"space": p.space, "metric": p.metric, "mode": p.mode})
@@ -287,13 +316,12 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
         spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
         save_spec(spec)
     info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")
-    _ray_init(spec)
     summaries = []
     for part in parts:
         if part.kind in spec.done:
             print(f"study: {part.kind} already finished, kept as it is", flush=True)
             continue
-        summary = run_part(spec, part, info, loaded[part.kind])
+        summary = run_part(spec, part, info, loaded[part.kind], resources)
         if part.kind == "covid" and summary["complete"]:
             summary["baselines"] = _baselines(info, loaded[part.kind][0])
         summaries.append(summary)
@@ -305,12 +333,19 @@ def run_study(spec: StudySpec, parts: list[Part] | None = None) -> int:
             return 130
         spec.done.append(part.kind)
         save_spec(spec)
+    errored = sum(s["errored"] for s in summaries)
+    trials = sum(s["trials"] for s in summaries)
     tracking.finish_study(info, "FINISHED", {f"{s['kind']}_{k}": v for s in summaries for k, v in s.items()
                                              if k != "best"} | {"summaries": summaries})
-    _ray_shutdown(spec)
-    print(f"study: done. MLflow: mlflow ui --backend-store-uri {spec.mlflow_uri} --workers 1", flush=True)
+    mlflow_line = f"MLflow: mlflow ui --backend-store-uri {spec.mlflow_uri} --workers 1"
+    if errored:
+        counts = ", ".join(f"{s['kind']} {s['errored']}/{s['trials']}" for s in summaries if s["errored"])
+        print(f"study: finished with {errored} of {trials} trials errored ({counts}); each error is the "
+              f"'error' tag of its MLflow run. {mlflow_line}", flush=True)
+    else:
+        print(f"study: done. {mlflow_line}", flush=True)
     print(f"study: report: study report --storage {study_dir.parent} --name {spec.name}", flush=True)
-    return 0
+    return 1 if errored else 0
 
 
 def _baselines(info: Any, source: Any) -> dict[str, int]:
@@ -323,14 +358,6 @@ def _baselines(info: Any, source: Any) -> dict[str, int]:
         print(f"study: baselines: {runs} runs for {settings} data setting(s) in {time.time() - started:.1f} s",
               flush=True)
     return {"settings": settings, "runs": runs}
-
-
-def _ray_shutdown(spec: StudySpec) -> None:
-    """Stop the local Ray we started (not a cluster we joined) before printing the last lines."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -1,0 +1,205 @@
+"""The study's Ray: a private local instance (loopback only, token auth on), or a cluster joined on purpose.
+
+Why each setting of a local study:
+- `RAY_AUTH_MODE=token` with a fresh random token in a 0600 file of a 0700 temp folder (`RAY_AUTH_TOKEN_PATH`):
+  every Ray RPC and HTTP entry point wants that token, so another process or user of the machine cannot run
+  code as the study's user. The token is never in the environment or a log (only its path is), is not
+  written into the user's home (`~/.ray/auth_token` is Ray's default), and is deleted with its folder when
+  the study's Ray shuts down.
+- `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`: Ray's single-node mode (its default on macOS and Windows). The node IP
+  is then 127.0.0.1, and Ray 2.60 binds its GCS, raylet, object manager, workers and agents to the node IP;
+  otherwise it takes the machine's address and listens on every interface.
+- `address="local"` with `$RAY_ADDRESS` removed: `ray.init()` would otherwise join a cluster that
+  `ray start --head` left on the machine (or whatever `$RAY_ADDRESS` names); joining is always explicit
+  (`--address`).
+- No dashboard: nothing of it is used, and it is one more listening server.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from data.errors import DataError
+
+# What a local study sets in its own process (Ray's processes inherit it) and removes while its Ray lives.
+LOCAL_ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOCAL_ENV_REMOVED = ("RAY_ADDRESS", "RAY_AUTH_TOKEN")
+TOKEN_FILE = "auth_token"
+# HTTP/2 connection preface and an empty SETTINGS frame: a gRPC server (a Ray GCS) answers with a SETTINGS frame.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_H2_SETTINGS = 4
+
+
+class RayUnavailable(DataError):
+    """The cluster cannot be used (not Ray, refused our token, or too small); one line, exit 2."""
+
+    def __init__(self, problem: str, address: str | None = None):
+        super().__init__(f"--address {address}: {problem}" if address else problem)
+
+
+def write_token(folder: Path) -> Path:
+    """A new 256-bit token in a file only this user can read (created exclusively: never an existing file)."""
+    path = folder / TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    return path
+
+
+@contextmanager
+def _environment(set_vars: dict[str, str], removed: tuple[str, ...]) -> Iterator[None]:
+    """Ray reads these from the environment of the driver and of every process it starts; put back afterwards
+    so that a caller in the same process (the benchmark, tests) sees its own environment again."""
+    saved = {k: os.environ.get(k) for k in (*set_vars, *removed)}
+    for k in removed:
+        os.environ.pop(k, None)
+    os.environ.update(set_vars)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _refresh_ray_config() -> None:
+    """Ray reads some settings once per process; make this process see the environment as it is now.
+
+    The token and auth mode: as ray.init does when it turns token auth on by itself. Single-node mode: Ray
+    reads `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER` when it is first imported, and the driver may have imported it
+    before the study set the variable (its own processes read it when they start).
+    """
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(
+        ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, not ray_constants.IS_WINDOWS_OR_OSX)
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextmanager
+def local_ray(num_cpus: int | None = None) -> Iterator[dict[str, float]]:
+    """Start a private local Ray (see the module docstring); yield its resources; always shut it down."""
+    import ray
+
+    token_dir = Path(tempfile.mkdtemp(prefix="study-ray-"))  # 0700
+    try:
+        token = write_token(token_dir)
+        with _environment({**LOCAL_ENV, "RAY_AUTH_TOKEN_PATH": str(token)}, LOCAL_ENV_REMOVED):
+            _refresh_ray_config()
+            clean = False
+            try:
+                ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus)
+                yield ray.cluster_resources()
+                clean = True
+            finally:
+                _shutdown(wait_for_actors=clean)
+        # Ray's config back to the caller's environment before the token file goes: a draining gRPC thread
+        # that still believed in token mode would fail a RAY_CHECK on the missing file.
+        _refresh_ray_config()
+    finally:
+        shutil.rmtree(token_dir, ignore_errors=True)
+
+
+def _shutdown(wait_for_actors: bool, actors_timeout: float = 10.0) -> None:
+    """`ray.shutdown()` once the study's actors have exited.
+
+    Tune ends its trial actors (kept for reuse) without waiting for them; one still exiting when Ray shuts down
+    gets a SIGTERM, and Ray's worker prints a `sigterm_handler ... SystemExit: 1` traceback through the driver's
+    log even after a clean study. Waiting (bounded) for the actor table to have no live actor avoids that; on an
+    error or an interrupt Ray goes down at once.
+    """
+    import time
+
+    import ray
+
+    if wait_for_actors and ray.is_initialized():
+        deadline = time.monotonic() + actors_timeout
+        try:
+            job = ray._private.worker.global_worker.current_job_id  # on a cluster, only this study's actors
+            while time.monotonic() < deadline:
+                live = [a for a in ray._private.state.actors(job_id=job).values() if a.get("State") != "DEAD"]
+                if not live:
+                    break
+                time.sleep(0.2)
+        except Exception:  # the wait is a nicety; shutting down is what matters
+            pass
+    ray.shutdown()
+
+
+@contextmanager
+def cluster_ray(address: str) -> Iterator[dict[str, float]]:
+    """Join the cluster at `address` with the caller's own auth settings; yield its resources; disconnect."""
+    import ray
+
+    check_ray_address(address)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except ConnectionError as err:
+        cause = str(err.__cause__ or err)
+        if "auth" in cause.lower() or os.environ.get("RAY_AUTH_MODE", "") != "token":
+            raise RayUnavailable(
+                "the cluster did not accept this driver; a cluster with token auth needs RAY_AUTH_MODE=token "
+                "and its token in RAY_AUTH_TOKEN_PATH (or ~/.ray/auth_token) here as on every node", address) from None
+        raise RayUnavailable(f"could not join the Ray cluster ({cause})", address) from None
+    clean = False
+    try:
+        yield ray.cluster_resources()
+        clean = True
+    finally:
+        _shutdown(wait_for_actors=clean)
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on an address where no Ray cluster answers, instead of Ray's retry loop (over 600 s).
+
+    A Ray GCS speaks gRPC: sent the HTTP/2 preface, it answers with a SETTINGS frame. A closed port, an
+    HTTP/1 server or any other service does not. `auto` and `local` name no port and are left to Ray.
+    """
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise RayUnavailable("not HOST:PORT", address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            head = _read(conn, 9)
+    except OSError as err:
+        raise RayUnavailable(f"no Ray cluster answers there ({err.strerror or err})", address) from None
+    if len(head) < 9 or head[3] != _H2_SETTINGS:
+        raise RayUnavailable("something answers there, but not a Ray cluster (no gRPC server)", address)
+
+
+def _read(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def check_resources(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: float, where: str) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever; say so at once instead."""
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if gpus_per_trial > gpus:
+        raise RayUnavailable(f"--gpus-per-trial {gpus_per_trial:g} but {where} has {gpus:g} GPUs", None)
+    if cpus_per_trial > cpus:
+        raise RayUnavailable(f"--cpus-per-trial {cpus_per_trial:g} but {where} has {cpus:g} CPUs", None)
