@@ -56,6 +56,9 @@ def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
     proc = study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "smoke",
                  "--max-concurrent", "2", "--scheduler", "none")
     assert "best test_acc" in proc.stdout
+    # a clean study prints no traceback (a trial actor still exiting at Ray's shutdown used to print one)
+    assert "Traceback" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    assert "study: done." in proc.stdout and "0 errored" in proc.stdout
     study_dir = tmp_path / "smoke"
     client, parent, children = store(study_dir)
     assert parent.info.status == "FINISHED"
@@ -84,8 +87,15 @@ def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
 def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
     """A trial whose L is longer than the series raises inside the trial: FAILED in MLflow, others finish."""
     bad = json.dumps([{"cell": "gru", "seq_len": 500, "hidden_size": 8, "num_layers": 1, "lr": 1e-2}])
-    study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "fail",
-          "--num-samples", "0", "--scheduler", "none", "--fixed", bad)
+    proc = study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "fail",
+                 "--num-samples", "0", "--scheduler", "none", "--fixed", bad, check=False)
+    # the driver saw it coming (one warning), the study ran the rest, and the exit code says a trial errored
+    trials = len(PRESETS["smoke"]["covid"].fixed) + 1
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    assert [line for line in proc.stdout.splitlines() if line.startswith("study: warning:")] == [
+        line for line in proc.stdout.splitlines() if "fixed run" in line and "will fail" in line]
+    assert f"study: finished with 1 of {trials} trials errored (covid 1/{trials})" in proc.stdout
+    assert "study: done." not in proc.stdout
     _, _, children = store(tmp_path / "fail")
     status = sorted(r.info.status for r in children)
     assert status == ["FAILED"] + ["FINISHED"] * len(PRESETS["smoke"]["covid"].fixed), status
