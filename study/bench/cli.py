@@ -66,7 +66,8 @@ def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | No
             f"default VAE at {sizes.vae_default_images:,} (not 21,551), study of {sizes.study_trials} trials x "
             f"{sizes.study_epochs} epochs (not 16 x 10), VAE study of {sizes.vae_study_trials} trials x "
             f"{sizes.vae_study_epochs} epochs on {sizes.vae_study_images:,} faces (not {FULL.vae_study_trials} x "
-            f"{FULL.vae_study_epochs} on {FULL.vae_study_images:,})")
+            f"{FULL.vae_study_epochs} on {FULL.vae_study_images:,}), fused K=6 on {sizes.fused_windows:,} windows "
+            f"(not {FULL.fused_windows:,})")
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         for name in workloads:
             w = WORKLOADS[name]
