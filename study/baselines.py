@@ -71,7 +71,9 @@ def log_baselines(info: TrackingInfo, source: CovidSource) -> tuple[int, int]:
     Returns (settings fitted now, runs logged now).
     """
     client = MlflowClient(info.uri)
-    trials = _child_runs(client, info, "and tags.trainable = 'sequence'")
+    # A FAILED trial's setting may be one no model can train on (an L longer than the series): fitting baselines
+    # on it would fail the same way and end the study.
+    trials = [r for r in _child_runs(client, info, "and tags.trainable = 'sequence'") if r.info.status != "FAILED"]
     settings = {}
     for run in trials:
         setting = setting_of(run.data.params)
