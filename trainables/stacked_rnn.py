@@ -82,7 +82,11 @@ class _Layer(torch.autograd.Function):
         cell = ctx.cell
         steps, hidden = x.shape[0], w_hh.shape[-1]
         h_prev = hs[:-1]
-        dg = torch.empty(steps, *hs.shape[1:3], GATES[cell] * hidden, dtype=x.dtype, device=x.device)
+        k, batch = hs.shape[1:3]
+        # model-major (K, T, B, G) storage seen as (T, K, B, G): the weight gradients below contract over (t, b)
+        # with no permuting copy of the gates' gradient
+        dgk = torch.empty(k, steps, batch, GATES[cell] * hidden, dtype=x.dtype, device=x.device)
+        dg = dgk.transpose(0, 1)
 
         def incoming(t: int, carry: torch.Tensor | None) -> torch.Tensor:
             if ctx.last_only:
@@ -120,7 +124,8 @@ class _Layer(torch.autograd.Function):
             a = (1 - z) * (1 - n * n)          # d n_pre = dh * a
             bz = (h_prev - n) * z * (1 - z)    # d z_pre = dh * bz
             cr = ghn * r * (1 - r)             # d r_pre = d n_pre * cr
-            dn = torch.empty_like(n)           # d n_pre: the input side's n gradient (the recurrent side's is * r)
+            dnk = torch.empty(k, steps, batch, hidden, dtype=x.dtype, device=x.device)
+            dn = dnk.transpose(0, 1)           # d n_pre: the input side's n gradient (the recurrent side's is * r)
             for t in reversed(range(steps)):
                 dh = incoming(t, dh)
                 torch.mul(dh, a[t], out=dn[t])
@@ -128,14 +133,27 @@ class _Layer(torch.autograd.Function):
                 torch.mul(dn[t], cr[t], out=dg[t, ..., :hidden])
                 torch.mul(dn[t], r[t], out=dg[t, ..., 2 * hidden:])
                 dh = torch.baddbmm(dh * z[t], dg[t], w_hh)
-            dgi = torch.cat([dg[..., : 2 * hidden], dn], dim=-1)
+            dgi = None
 
         need = ctx.needs_input_grad
-        dx = torch.einsum("tkbg,kgi->tkbi", dgi, w_ih) if need[2] else None
-        dw_ih = torch.einsum("tkbg,tkbi->kgi", dgi, x) if need[3] else None
-        dw_hh = torch.einsum("tkbg,tkbh->kgh", dg, h_prev) if need[4] else None
-        db_ih = dgi.sum((0, 2)) if need[5] else None
-        db_hh = dg.sum((0, 2)) if need[6] else None
+        n_rows = steps * batch
+        flat = dgk.view(k, n_rows, -1)                        # (K, T*B, G), no copy
+        if cell == "gru":  # the input side's gates: r, z as the recurrent side's, n without the factor r
+            flat_i = (flat[..., : 2 * hidden], dnk.view(k, n_rows, hidden))
+        else:
+            flat_i = (flat,)
+        dx = None
+        if need[2]:
+            dgi_t = torch.cat([dg[..., : 2 * hidden], dn], dim=-1) if cell == "gru" else dg
+            dx = torch.einsum("tkbg,kgi->tkbi", dgi_t, w_ih)
+        dw_ih = db_ih = None
+        if need[3]:
+            xk = x.transpose(0, 1).reshape(k, n_rows, -1)     # (K, T*B, I): a copy of the (small) input
+            dw_ih = torch.cat([torch.bmm(f.transpose(1, 2), xk) for f in flat_i], dim=1)
+        if need[5]:
+            db_ih = torch.cat([f.sum(1) for f in flat_i], dim=1)
+        dw_hh = torch.bmm(flat.transpose(1, 2), h_prev.transpose(0, 1).reshape(k, n_rows, hidden)) if need[4] else None
+        db_hh = flat.sum(1) if need[6] else None
         return None, None, dx, dw_ih, dw_hh, db_ih, db_hh
 
 
