@@ -72,17 +72,25 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _fixed_runs(value: str | None, target: str) -> list[dict]:
+    from study import checks
+
     if not value:
         return []
     if target == "homework":
-        raise UsageError("--fixed needs one trainable: use it with `study run covid` or `study run vae`")
-    text = Path(value).read_text() if Path(value).is_file() else value
+        raise checks.FlagError("--fixed needs one trainable: use it with `study run covid` or `study run vae`")
+    text = value
+    if not value.lstrip().startswith("["):  # else a path to a JSON file (a long JSON text is no file name)
+        try:
+            text = Path(value).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise checks.FlagError(f"--fixed {value[:80]!r}: neither a JSON list nor a readable file "
+                             f"({getattr(err, 'strerror', None) or err})") from None
     try:
         runs = json.loads(text)
     except json.JSONDecodeError as err:
-        raise UsageError(f"--fixed: not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+        raise checks.FlagError(f"--fixed: not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise UsageError("--fixed: expected a JSON list of objects, one per run")
+        raise checks.FlagError("--fixed: expected a JSON list of objects, one per run")
     return runs
 
 

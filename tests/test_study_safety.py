@@ -145,6 +145,17 @@ def test_fixed_configs_are_checked_before_anything_starts(fixed, says, capsys, t
     assert "--fixed run 1" in line and says in line
 
 
+def test_fixed_runs_as_long_json_text_or_as_a_file(capsys, tmp_path):
+    """A JSON text longer than a file name may be is still JSON; a path that is not there is one line."""
+    long = json.dumps([{"lr": 1e6, "note": "x" * 300}])
+    assert "--fixed run 1" in refused(capsys, tmp_path, "--name", "s", "--fixed", long)
+    assert "neither a JSON list nor a readable file" in refused(capsys, tmp_path, "--name", "s", "--fixed",
+                                                                str(tmp_path / "none.json"))
+    good = tmp_path / "runs.json"
+    good.write_text('[{"lr": "abc"}]')
+    assert "expected a number" in refused(capsys, tmp_path, "--name", "s", "--fixed", str(good))
+
+
 def test_vae_config_limits():
     from trainables.vae import VAEConfig
 
