@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray_nodes import ray_nodes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,11 +199,6 @@ def test_a_ray_client_without_the_token_is_refused(real_data_dir, tmp_path):
             proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 _LOCAL = """
 import ray
@@ -216,22 +211,17 @@ with local_ray(num_cpus=1):
 @pytest.mark.slow
 def test_a_running_cluster_is_not_joined_without_address(tmp_path):
     """`ray start --head` on this machine and $RAY_ADDRESS naming it: the study's Ray is still its own."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
     temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths live below it
-    port = _free_port()
     env = clean_env(RAY_TMPDIR=str(temp), RAY_AUTH_MODE="disabled")
     try:
-        subprocess.run([ray_bin, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                        "--num-cpus", "1", "--include-dashboard", "false", "--disable-usage-stats"],
-                       check=True, env=env, capture_output=True, timeout=120)
-        assert list(temp.glob("**/ray_current_cluster")) or (temp / "ray").exists()
-        out = subprocess.run([sys.executable, "-c", _LOCAL], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                             env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
+        with ray_nodes(env, cpus=1) as port:
+            assert list(temp.glob("**/ray_current_cluster")) or (temp / "ray").exists()
+            out = subprocess.run([sys.executable, "-c", _LOCAL], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=120, env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
         assert out.returncode == 0, out.stderr[-3000:]
         gcs = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("GCS"))
         assert gcs.startswith("127.0.0.1:") and gcs != f"127.0.0.1:{port}", out.stdout
         assert "Connecting to existing Ray cluster" not in out.stderr
         assert "Started a local Ray instance" in out.stderr
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)

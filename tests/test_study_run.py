@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ray_nodes import ray_nodes
 from study.presets import PRESETS
 
 pytestmark = pytest.mark.integration
@@ -102,6 +102,8 @@ def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
     assert status == ["FAILED"] + ["FINISHED"] * len(PRESETS["smoke"]["covid"].fixed), status
     failed = next(r for r in children if r.info.status == "FAILED")
     assert "longer than" in failed.data.tags["error"] or "seq_len" in failed.data.tags["error"]
+    states = {t.user_attrs["ray_trial_id"]: t.state.name for t in optuna_trials(tmp_path / "fail", "covid")}
+    assert states.pop(failed.data.tags["ray.trial_id"]) == "FAIL" and set(states.values()) == {"COMPLETE"}
 
 
 def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
@@ -126,8 +128,9 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     out = log.read_text()
     assert proc.returncode == 130, out[-3000:]
     assert "study resume" in out
-    _, _, before = store(study_dir)
+    client, _, before = store(study_dir)
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
+    assert_one_optuna_trial_per_ray_trial(study_dir, PRESETS["smoke"]["covid"], client, before, states=False)
     total = len(PRESETS["smoke"]["covid"].fixed) + 4
     assert 2 <= len(finished_before) < total
 
@@ -141,31 +144,19 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
         assert sorted(set(steps)) == [1, 2, 3], (run.info.run_name, steps)
         if run.info.run_id in finished_before:  # kept, not rerun
             assert run.info.end_time == finished_before[run.info.run_id]
+    # the resumed search went on in the same Optuna storage: still one Optuna trial per Ray trial
+    assert_one_optuna_trial_per_ray_trial(study_dir, PRESETS["smoke"]["covid"], client, children)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_two_node_cluster(real_data_dir, tmp_path):
     """`ray start --head` + a second `ray start --address` on this machine; trials land on both nodes."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    common = ["--num-cpus", "1", "--disable-usage-stats"]
-    try:
-        subprocess.run([ray_bin, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                        "--include-dashboard", "false", *common], check=True, env=env, capture_output=True, timeout=120)
-        subprocess.run([ray_bin, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1",
-                        *common], check=True, env=env, capture_output=True, timeout=120)
+    with ray_nodes(env, cpus=1, workers=1, log_dir=tmp_path) as port:
         study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "cluster",
               "--address", f"127.0.0.1:{port}", "--num-samples", "2", "--max-concurrent", "2",
               "--scheduler", "none", env={"RAY_AUTH_MODE": "disabled"})
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
     _, parent, children = store(tmp_path / "cluster")
     assert parent.info.status == "FINISHED" and len(children) == len(PRESETS["smoke"]["covid"].fixed) + 2
     nodes = {r.data.tags["ray.node_id"] for r in children}
@@ -188,3 +179,66 @@ def test_bad_data_fails_fast_and_writes_nothing(tmp_path):
     assert len(errors) == 1 and str(bad) in errors[0], proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
     assert not (tmp_path / "s" / "x").exists()
+
+
+def optuna_trials(study_dir: Path, part: str) -> list:
+    """The part's trials in the study folder's Optuna storage (WAITING ones, fixed runs not yet asked for, left out)."""
+    import optuna
+
+    study = optuna.load_study(study_name=part, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    return sorted((t for t in study.trials if t.state != optuna.trial.TrialState.WAITING), key=lambda t: t.number)
+
+
+def assert_one_optuna_trial_per_ray_trial(study_dir: Path, part, client: MlflowClient, children: list,
+                                          states: bool = True) -> None:
+    """Each Ray trial (an MLflow child run) is one Optuna trial: same params, its state, one value per epoch.
+
+    `states=False` after an interrupt of a one-at-a-time study: a trial may have closed its MLflow run before the
+    driver heard of its end, and the trial asked for last may not have opened its run yet.
+    """
+    children = [r for r in children if "ray.trial_id" in r.data.tags]  # trials, not the study's other runs
+    trials = optuna_trials(study_dir, part.kind)
+    by_ray = {t.user_attrs["ray_trial_id"]: t for t in trials}
+    assert len(by_ray) == len(trials)
+    if states:
+        assert set(by_ray) == {r.data.tags["ray.trial_id"] for r in children}
+    else:
+        assert set(by_ray) >= {r.data.tags["ray.trial_id"] for r in children}
+        assert len(trials) <= len(children) + 1, (len(trials), len(children))
+    groups = [t.user_attrs["group"] for t in trials]
+    assert groups == sorted(groups, key=lambda g: g != "fixed")  # the fixed runs are the first trials
+    for run in children:
+        trial = by_ray[run.data.tags["ray.trial_id"]]
+        assert {k: v if isinstance(v, str) else json.dumps(v) for k, v in trial.params.items()} == {
+            k: run.data.params[k] for k in trial.params}
+        if not states:
+            continue
+        if run.info.status not in ("FINISHED", "FAILED"):  # interrupted: resumed later as the same trial
+            assert trial.state.name == "RUNNING", (run.info.run_name, run.info.status, trial.state)
+            continue
+        expected = "FAIL" if run.info.status == "FAILED" else "PRUNED" if "stopped_early" in run.data.tags else "COMPLETE"
+        assert trial.state.name == expected, (run.info.run_name, trial.state)
+        history = client.get_metric_history(run.info.run_id, part.metric)
+        assert sorted(trial.intermediate_values) == sorted({m.step for m in history}), run.info.run_name
+        if expected == "COMPLETE":
+            last = max(history, key=lambda m: (m.step, m.timestamp))
+            assert trial.value == pytest.approx(last.value)
+
+
+@pytest.mark.slow
+def test_smoke_covid_keeps_optuna_storage_and_parent_settings(real_data_dir, tmp_path):
+    """The preset's own scheduler (ASHA): stopped trials are PRUNED in optuna.db; the parent run has the settings."""
+    study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "optuna", "--seed", "1")
+    study_dir = tmp_path / "optuna"
+    client, parent, children = store(study_dir)
+    part = PRESETS["smoke"]["covid"]
+    assert len(children) == part.total_trials
+    assert_one_optuna_trial_per_ray_trial(study_dir, part, client, children)
+    params = parent.data.params
+    assert {k: params[k] for k in ("target", "preset", "seed", "num_samples", "epochs", "scheduler", "address")} == {
+        "target": "covid", "preset": "smoke", "seed": "1", "num_samples": "preset", "epochs": "preset",
+        "scheduler": "preset", "address": "local"}
+    assert params["covid.scheduler"] == part.scheduler and params["covid.trials"] == str(part.total_trials)
+    assert params["optuna_storage"] == f"sqlite:///{study_dir / 'optuna.db'}"
+    space = json.loads(Path(client.download_artifacts(parent.info.run_id, "search_space.json", str(tmp_path))).read_text())
+    assert space["covid"]["space"] == json.loads(json.dumps(part.space)) and space["covid"]["metric"] == part.metric
