@@ -59,7 +59,7 @@ def _metric_batch(history: dict[str, list[float]], t0: int):
 
 
 def _log_run(client, exp_id, parent_id, name, tags, params, history, files, t0, status="FINISHED"):
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     all_tags = {"mlflow.parentRunId": parent_id, "git_commit": "0123abc", "data_hash": "feedbeef00112233", **tags}
     run = client.create_run(exp_id, start_time=t0, tags=all_tags, run_name=name)

@@ -100,7 +100,6 @@ class _Layer(torch.autograd.Function):
                 dh = incoming(t, dh)
                 torch.mul(dh, dtanh[t], out=dg[t])
                 dh = torch.bmm(dg[t], w_hh)
-            dgi = dg
         elif cell == "lstm":
             gates, cs, tc = saved
             i, f, g, o = gates.split(hidden, dim=-1)
@@ -117,7 +116,6 @@ class _Layer(torch.autograd.Function):
                 torch.mul(dc.unsqueeze(-2), p_ifg[t], out=dg[t, ..., : 3 * hidden].view(*dc.shape[:-1], 3, hidden))
                 dc = dc * f[t]
                 dh = torch.bmm(dg[t], w_hh)
-            dgi = dg
         else:
             rz, n, ghn = saved
             r, z = rz[..., :hidden], rz[..., hidden:]
@@ -133,7 +131,6 @@ class _Layer(torch.autograd.Function):
                 torch.mul(dn[t], cr[t], out=dg[t, ..., :hidden])
                 torch.mul(dn[t], r[t], out=dg[t, ..., 2 * hidden:])
                 dh = torch.baddbmm(dh * z[t], dg[t], w_hh)
-            dgi = None
 
         need = ctx.needs_input_grad
         n_rows = steps * batch

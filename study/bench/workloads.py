@@ -50,7 +50,7 @@ def bench_splits(n: int, n_train: int, seed: int = 0):
     return {"random": cut(np.random.default_rng(seed).permutation(n)), "time": cut(np.arange(n))}
 
 
-def held_out(split) -> "np.ndarray":  # noqa: F821 - numpy is imported lazily
+def held_out(split):
     """The validation and test windows together: what the plain loop evaluates each epoch (ours: both parts)."""
     import numpy as np
 
