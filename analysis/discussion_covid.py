@@ -128,9 +128,9 @@ def constant_paragraph(results: StudyResults) -> str | None:
         return None
     total = sum(r.constant for r in rows)
     if not named:
-        return (f"None of the {sum(r.models for r in rows)} models of the fixed grid predicts a single class on the "
-                "whole test part.")
-    return (f"{total} of {sum(r.models for r in rows)} models of the fixed grid predict a single class on the whole "
+        return (f"None of the {sum(r.models for r in rows)} models behind the accuracy-vs-L table predicts a single "
+                "class on the whole test part.")
+    return (f"{total} of {sum(r.models for r in rows)} models behind the accuracy-vs-L table predict a single class on the whole "
             f"test part: {', '.join(named)}. Those are majority-class predictors, whatever their cell; their accuracy "
             "is the majority rate, not forecasting skill.")
 

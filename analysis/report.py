@@ -107,9 +107,12 @@ def _covid_blocks(results, figs, out_dir) -> list:
     b += [("h3", "iv. RNN vs LSTM vs GRU, and the sequence length L")]
     rows = covid_runs.acc_vs_L(results)
     if rows:
-        b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "test acc (time split)", "95% CI ±"],
+        b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "majority rate",
+                            "test acc (time split)", "95% CI ±", "majority rate (time)"],
                   [[r.cell.upper(), str(r.seq_len), str(r.n), fmt_num(r.acc_random), fmt_num(r.ci_random),
-                    fmt_num(r.acc_time), fmt_num(r.ci_time)] for r in rows]))
+                    fmt_num(r.majority_random), fmt_num(r.acc_time), fmt_num(r.ci_time), fmt_num(r.majority_time)]
+                   for r in rows]))
+    b += _baseline_table(results)
     b += [_fig(figs, "acc_vs_L", out_dir), _fig(figs, "norm_effect", out_dir)]
     b += [("h3", "Best model"), _fig(figs, "confusion", out_dir)]
     b += [("h3", "v. Probability of an increase, world map")] + _map_blocks(figs, out_dir)
@@ -139,6 +142,21 @@ def _vae_blocks(results, figs, out_dir) -> list:
           _fig(figs, "vae_search_history", out_dir), _fig(figs, "vae_search_importance", out_dir)]
     b += [("h3", "viii. Discussion: the effect of the KL term")] + [("p", p) for p in discussion.vae_discussion(results)]
     return b
+
+
+def _baseline_table(results) -> list:
+    """Test accuracy of every baseline at each L of the table above, on the same windows and splits."""
+    by_l = covid_runs.baselines_by_L(results)
+    if not by_l:
+        return []
+    names = ["majority", "weekly", "logistic", "boosted_trees"]
+    rows = [[str(L), split] + [fmt_num(accs.get(n)) if n in accs else "-" for n in names]
+            for L, by_split in sorted(by_l.items()) for split, accs in by_split.items() if accs]
+    return [("p", "Baselines on the same windows and splits (test accuracy; the weekly rule needs L >= 7): the "
+                  "majority class of the training part, the weekly rule, logistic regression and gradient-boosted "
+                  "trees on the window relative to its last day, the last day's level and the weekday."),
+            ("table", ["L", "split", "majority class", "weekly rule", "logistic regression", "gradient-boosted trees"],
+             rows)]
 
 
 def _iw_blocks(runs: dict) -> list:
@@ -173,7 +191,7 @@ def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
         counts[(r.trainable, r.group)] = counts.get((r.trainable, r.group), 0) + 1
     b: list = [("h1", f"Study report: {results.name}")]
     b.append(("p", f"Kind {results.parent_tags.get('study.kind', '?')}, preset {results.parent_tags.get('study.preset', '?')}; "
-              f"{len(results.runs)} finished runs (" + ", ".join(f"{n} {t}/{g}" for (t, g), n in sorted(counts.items()))
+              f"{len(results.runs)} finished runs (" + ", ".join(f"{n} {t}/{g}" if g else f"{n} {t}" for (t, g), n in sorted(counts.items()))
               + f"), {len(results.failed)} not finished. Tracking store: {results.tracking_uri}. "
               f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."))
     if results.failed:

@@ -164,6 +164,15 @@ def test_markdown_escapes_names_from_the_store(tmp_path):
     assert "a_b \\*c\\* \\[d\\](e)" in table
 
 
+def test_accuracy_tables_carry_the_baselines_and_majority_rates(results, tmp_path):
+    write_report(results, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    for L in (10, 20, 30):  # the fixture's baselines: majority 0.60, weekly 0.66, logistic 0.71, trees 0.74
+        assert f"| {L} | random | 0.600 | 0.660 | 0.710 | 0.740 |" in md
+        assert f"| {L} | time | 0.550 | 0.610 | 0.660 | 0.690 |" in md
+    assert "| majority rate | test acc (time split) |" in md and "| 0.600 |" in md
+
+
 def test_vae_preprocessing_gives_the_reasons_from_the_params(results):
     run = vae_runs.by_weight(results)[1.0]  # conv, 16x16, Bernoulli, latent 32
     text = " ".join(describe.vae_preprocessing(run))
@@ -259,7 +268,7 @@ def test_discussion_follows_the_numbers(tmp_path):
     assert para(da, "The search ran 18 trials (fixed runs included) on val_acc")
     assert "'relative+weekday' best" in para(da, "Validation accuracy by input features")
     assert "lower on average" in para(da, "The leakage-free time split") and "hardly differs" in para(db, "The leakage-free")
-    assert "None of the 18 models of the fixed grid predicts a single class" in " ".join(da)
+    assert "None of the 18 models behind the accuracy-vs-L table predicts a single class" in " ".join(da)
     va, vb = discussion.vae_discussion(a), discussion.vae_discussion(b)
     ka = next(p for p in va if p.startswith("KL x100"))
     kb = next(p for p in vb if p.startswith("KL x100"))
