@@ -36,7 +36,24 @@ class PlainSequenceModel(nn.Module):
         return self.fc(out[:, -1, :])
 
 
-class PlainConvVAE(nn.Module):
+class _TwoConvVAE(nn.Module):
+    """What both conv VAEs do with their layers: conv1, conv2 -> fc_mu / fc_logvar; fc_dec -> deconv1, deconv2."""
+
+    def encode(self, x):
+        h = F.relu(self.conv2(F.relu(self.conv1(x)))).flatten(1)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode(self, z):
+        h = F.relu(self.fc_dec(z)).view(-1, self.c2, self.s, self.s)
+        return torch.sigmoid(self.deconv2(F.relu(self.deconv1(h))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decode(z), mu, logvar
+
+
+class PlainConvVAE(_TwoConvVAE):
     """The homework report's conv VAE: 64x64 -> conv 3->64 (3x3, s2) -> conv 64->128 (5x5, s2) -> fc_mu / fc_logvar
     (256-d latent); decoder fc -> 128x16x16 -> deconv 128->64 (5x5, s2) -> deconv 64->3 (3x3, s2) -> sigmoid."""
 
@@ -52,21 +69,8 @@ class PlainConvVAE(nn.Module):
         self.deconv1 = nn.ConvTranspose2d(c2, c1, 5, stride=2, padding=2, output_padding=1)
         self.deconv2 = nn.ConvTranspose2d(c1, 3, 3, stride=2, padding=1, output_padding=1)
 
-    def encode(self, x):
-        h = F.relu(self.conv2(F.relu(self.conv1(x)))).flatten(1)
-        return self.fc_mu(h), self.fc_logvar(h)
 
-    def decode(self, z):
-        h = F.relu(self.fc_dec(z)).view(-1, self.c2, self.s, self.s)
-        return torch.sigmoid(self.deconv2(F.relu(self.deconv1(h))))
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decode(z), mu, logvar
-
-
-class PlainSmallConvVAE(nn.Module):
+class PlainSmallConvVAE(_TwoConvVAE):
     """A conv VAE with one 4x4 stride-2 conv per width (3 -> c1 -> c2), fc_mu / fc_logvar; mirrored with
     transposed convs -> sigmoid (the shape of the study presets' `conv` VAE)."""
 
@@ -81,19 +85,6 @@ class PlainSmallConvVAE(nn.Module):
         self.fc_dec = nn.Linear(latent_dim, c2 * s * s)
         self.deconv1 = nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1)
         self.deconv2 = nn.ConvTranspose2d(c1, 3, 4, stride=2, padding=1)
-
-    def encode(self, x):
-        h = F.relu(self.conv2(F.relu(self.conv1(x)))).flatten(1)
-        return self.fc_mu(h), self.fc_logvar(h)
-
-    def decode(self, z):
-        h = F.relu(self.fc_dec(z)).view(-1, self.c2, self.s, self.s)
-        return torch.sigmoid(self.deconv2(F.relu(self.deconv1(h))))
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decode(z), mu, logvar
 
 
 class PlainMLPVAE(nn.Module):
