@@ -18,10 +18,11 @@ def _params(cell: str, k: int, n_in: int, hidden: int, gen: torch.Generator) -> 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("last_only", [False, True])
-def test_stacked_layer_matches_torch_nn_per_model(cell, last_only):
+@pytest.mark.parametrize("n_in", [1, 3])  # one input feature takes its own projection path
+def test_stacked_layer_matches_torch_nn_per_model(cell, last_only, n_in):
     """Each of the K models gives torch.nn's outputs and gradients (inputs, every weight, every bias)."""
     gen = torch.Generator().manual_seed(0)
-    k, batch, steps, n_in, hidden = 3, 4, 6, 2, 5
+    k, batch, steps, hidden = 3, 4, 6, 5
     params = _params(cell, k, n_in, hidden, gen)
     x = torch.randn(steps, k, batch, n_in, dtype=torch.float64, generator=gen, requires_grad=True)
     out = stacked_layer(cell, x, *params, last_only=last_only)
@@ -65,3 +66,14 @@ def test_models_are_independent():
 def test_unknown_cell_is_refused():
     with pytest.raises(ValueError, match="unknown cell"):
         stacked_layer("transformer", torch.zeros(1, 1, 1, 1), *[torch.zeros(1, 1, 1)] * 2, *[torch.zeros(1, 1)] * 2)
+
+
+def test_outputs_without_grad_equal_those_with_grad():
+    """Evaluation takes the path that saves nothing for a backward; it must compute the same thing."""
+    gen = torch.Generator().manual_seed(3)
+    for cell in GATES:
+        params = _params(cell, 2, 2, 4, gen)
+        x = torch.randn(5, 2, 3, 2, dtype=torch.float64, generator=gen)
+        with torch.no_grad():
+            plain = stacked_layer(cell, x, *params)
+        assert torch.equal(plain, stacked_layer(cell, x, *params).detach())

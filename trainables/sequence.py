@@ -36,13 +36,15 @@ from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
-    Report, check_finite, config_from_dict, load_checkpoint, pick_device, rng_state, save_checkpoint,
-    save_model, seed_everything, set_rng_state, write_json,
+    Report, check_finite, config_from_dict, keep_freed_memory, load_checkpoint, pick_device, rng_state,
+    save_checkpoint, save_model, seed_everything, set_rng_state, write_json,
 )
 from trainables.sequence_model import StackedClassifier
 
 LABELS = ["no increase", "increase"]
-EVAL_CHUNK = 4096  # windows per model per forward pass at evaluation: bounded memory, few kernel launches
+# Windows per forward pass at evaluation, over all K models: bounded memory; on a CPU small enough that a step's
+# tensors stay in the cache (measured, K=6 GRUs 1x32: 4096 per model took 2.8x as long as 170).
+EVAL_ROWS = {"cpu": 1024, "cuda": 65536, "mps": 65536}
 PARTS = ("train", "val", "test")
 
 
@@ -191,7 +193,7 @@ def _train_epoch(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int
     for start in range(0, order.shape[1], batch_size):
         idx = order[:, start:start + batch_size]
         yb = y[idx]
-        logits = stack.model(x[:, idx])
+        logits = stack.model(_windows(x, idx))
         losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb)
         stack.optimizer.zero_grad(set_to_none=True)
         losses.mean(1).sum().backward()  # each model's gradient is that of its own mean loss
@@ -201,11 +203,17 @@ def _train_epoch(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum, correct
 
 
+def _windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (T, N, F) at window ids idx (K, B) -> (T, K, B, F); index_select, ~4x faster than x[:, idx] on a CPU."""
+    return x.index_select(1, idx.flatten()).view(x.shape[0], *idx.shape, x.shape[-1])
+
+
 @torch.no_grad()
 def _logits(model: StackedClassifier, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Logits (K, n, 2) of each model on its own windows idx (K, n), in chunks."""
     model.eval()
-    return torch.cat([model(x[:, idx[:, i:i + EVAL_CHUNK]]) for i in range(0, idx.shape[1], EVAL_CHUNK)], dim=1)
+    chunk = max(1, EVAL_ROWS.get(x.device.type, 1024) // idx.shape[0])
+    return torch.cat([model(_windows(x, idx[:, i:i + chunk])) for i in range(0, idx.shape[1], chunk)], dim=1)
 
 
 def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, part: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,6 +248,7 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
     the end-of-run results (per-model final numbers included)."""
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    keep_freed_memory()
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)  # dropout masks; shuffling and initial weights have a generator per model
     x = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x, dtype=np.float32).transpose(1, 0, 2))).to(device)

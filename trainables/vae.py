@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables import vae_models
-from trainables.common import (Report, check_finite, config_from_dict, load_checkpoint, load_safely,
-                               pick_device, rng_state, save_checkpoint, save_model, seed_everything,
+from trainables.common import (Report, check_finite, config_from_dict, keep_freed_memory, load_checkpoint,
+                               load_safely, pick_device, rng_state, save_checkpoint, save_model, seed_everything,
                                set_rng_state, write_json)
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
@@ -282,6 +282,7 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
     """Train on uint8 (N,3,S,S) arrays; report each epoch; return the last metrics + end-of-run results (+ info)."""
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    keep_freed_memory()
     device = pick_device(cfg.device)
     gen = seed_everything(cfg.seed)
     train_x, test_x = _resident(train_images, cfg, device), _resident(test_images, cfg, device)

@@ -55,10 +55,15 @@ def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | No
               threads: int | None = None, log=print) -> dict[str, Any]:
     import torch
 
+    from trainables.common import keep_freed_memory
+
     if threads:
         torch.set_num_threads(threads)
+    # Both sides of every workload run in this process under the allocator setting our trainables make.
+    allocator = keep_freed_memory()
     sizes = QUICK if quick else FULL
-    result: dict[str, Any] = {"quick": quick, "machine": machine_info(device), "sizes": dataclasses.asdict(sizes),
+    result: dict[str, Any] = {"quick": quick, "machine": machine_info(device) | {"allocator_keeps_freed": allocator},
+                              "sizes": dataclasses.asdict(sizes),
                               "rows": [], "skipped": []}
     if quick:
         log("study bench --quick: scaled down from the reference workloads: "
