@@ -96,7 +96,9 @@ def format_table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         f"device {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, {m['cores']} cores ({m['cpu']}), "
-        f"torch {m['torch']}, {m['threads']} threads{', QUICK sizes' if result['quick'] else ''}",
+        f"torch {m['torch']}, {m['threads']} threads"
+        f"{', glibc keeps freed memory (both sides)' if m.get('allocator_keeps_freed') else ''}"
+        f"{', QUICK sizes' if result['quick'] else ''}",
         "",
         "| workload | what | plain | ours | speedup (plain / ours) |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -15,6 +15,9 @@ ours and the 6 plain runs, alternating, with `warmup` untimed epochs per model.
 Data: synthetic windows (`workloads.synthetic_windows`) of the real shape, as many as the homework date range has
 at L = 30 (11,193, split 70 / 15 / 15 %), so the workload needs no data files.
 
+Allocator: both sides run in this process after `trainables.common.keep_freed_memory` (`study bench` sets it
+first, as every trainable does).
+
 Threads: both sides at 1 torch thread (unless `--threads`), the setting a study trial runs at (the runner gives
 each trial 1 CPU and runs one trial per core); per-core throughput is what a study on this machine gets.
 """
