@@ -5,13 +5,13 @@ Stacked, their per-step matmuls become one batched matmul, so K models cost abou
 Through autograd, though, each time step of the hand-written cells (`rnn_cells.layer_forward`) records a dozen
 nodes and the graph bookkeeping, not the arithmetic, dominated: K=6 GRUs of hidden 32 trained only 1.2x faster
 than six `torch.nn.GRU`s one after another on a 2-core CPU. Here each forward step is a few tensor ops writing
-into preallocated buffers; the GRU's forward also writes, per step, the factors its backward multiplies the
-incoming gradient by, so each backward step is one broadcast multiply and one batched matmul; the weight gradients
-are one batched matmul over all steps. What was measured on a 2-core CPU and shaped this: an op on a step's small
-tensor costs a few microseconds, the same op over all steps at once costs more per element (it leaves the cache);
-tanh costs three times a sigmoid, so the GRU takes tanh(a) = 2 sigmoid(2a) - 1; a matmul whose output has one or
-two columns is 20x slower than its transpose, so weight gradients are taken as (inputs^T @ gate gradients).
-Without grad (evaluation) nothing is saved.
+into preallocated buffers; the GRU's backward first computes, for all steps at once, the factors it multiplies
+each step's incoming gradient by, so each backward step is one broadcast multiply and one batched matmul; the
+weight gradients are one batched matmul over all steps. Measured on a 2-core CPU and kept: tanh costs three
+times a sigmoid, so the GRU takes tanh(a) = 2 sigmoid(2a) - 1; a batched matmul whose output has one or two
+columns is 20x slower than its transpose, so weight gradients are taken as inputs^T @ gate gradients; the
+factors computed per step in the forward loop cost more than over all steps after it. Without grad
+(evaluation) nothing is saved.
 
 Layout is time-major: x (T, K, B, I), outputs (T, K, B, H). Parameters follow torch.nn.{RNN,LSTM,GRU} per model
 (weight_ih (K, G*H, I), weight_hh (K, G*H, H), bias_ih / bias_hh (K, G*H); gate order i,f,g,o for LSTM and r,z,n
