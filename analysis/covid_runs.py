@@ -120,7 +120,7 @@ def acc_vs_L(results: StudyResults) -> list[AccRow]:
             rows.append(AccRow(
                 cell, L, n_r, m_r, h_r, m_t, h_t, n_t,
                 val_random=interval(rand, "val_acc")[0],
-                majority_random=_mean(s.get("majority_rate") for s in summaries),
+                majority_random=_mean(summary(r).get("majority_rate") for r in rand),  # a time-split study has none
                 majority_time=_mean(s.get("majority_rate_time") for s in summaries),
                 constant=sum(int(s.get("constant_models", 0)) for s in summaries),
                 models=sum(seeds_of(r) for r in group)))

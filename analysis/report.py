@@ -109,7 +109,7 @@ def _covid_blocks(results, figs, out_dir) -> list:
     if rows:
         b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "majority rate",
                             "test acc (time split)", "95% CI ±", "majority rate (time)"],
-                  [[r.cell.upper(), str(r.seq_len), str(r.n), fmt_num(r.acc_random), fmt_num(r.ci_random),
+                  [[r.cell.upper(), str(r.seq_len), str(r.n or r.n_time), fmt_num(r.acc_random), fmt_num(r.ci_random),
                     fmt_num(r.majority_random), fmt_num(r.acc_time), fmt_num(r.ci_time), fmt_num(r.majority_time)]
                    for r in rows]))
     b += _baseline_table(results)

@@ -46,6 +46,7 @@ class FixtureKnobs:
     kl0_samples: str = "noise"  # what the KL x0 model's prior samples look like: "noise" | "faces"
     extra_country: str | None = None  # one more country (no ISO code) in every prediction and in set C
     baseline_shift: float = 0.0  # added to every baseline's accuracy
+    split: str = "random"  # the trials' split; "time": no twin, the main models are the leakage-free ones
 
 
 def _metric_batch(history: dict[str, list[float]], t0: int):
@@ -238,13 +239,13 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
             final = base + (0.05 if L == knobs.best_L[cell] else 0.0) + rng.normal(0, 0.005)
             t += 200_000
             _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}", {"trainable": "sequence", "group": "fixed"},
-                     _seq_params(cell, L, knobs.seeds), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
+                     _seq_params(cell, L, knobs.seeds, split=knobs.split), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
                      _seq_files(final, rng, extra_country=knobs.extra_country), t)
     for norm in ("none",):  # the ablation: without normalisation (log1p runs above are "with")
         t += 200_000
         final = CELL_BASE["gru"] - 0.08 + rng.normal(0, 0.005)
         _log_run(client, exp_id, pid, f"norm_{norm}", {"trainable": "sequence", "group": "fixed"},
-                 _seq_params("gru", 20, knobs.seeds, norm=norm), _seq_history(final, knobs.time_gap, knobs.epochs, "gru", rng),
+                 _seq_params("gru", 20, knobs.seeds, norm=norm, split=knobs.split), _seq_history(final, knobs.time_gap, knobs.epochs, "gru", rng),
                  _seq_files(final, rng, extra_country=knobs.extra_country), t)
     for i in range(knobs.search_trials):
         cell = ["rnn", "lstm", "gru"][i % 3]
@@ -255,7 +256,7 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
                  + (0.02 if features != "counts" else 0.0))
         t += 200_000
         _log_run(client, exp_id, pid, f"search_{i:03d}", {"trainable": "sequence", "group": "search"},
-                 _seq_params(cell, 20, knobs.seeds, lr=lr, hidden_size=hidden, features=features),
+                 _seq_params(cell, 20, knobs.seeds, lr=lr, hidden_size=hidden, features=features, split=knobs.split),
                  _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
                  _seq_files(final, rng, extra_country=knobs.extra_country), t)
     for L in sorted({*knobs.seq_lens, 20}):  # the baselines of every L the trials trained on, both splits

@@ -173,6 +173,18 @@ def test_accuracy_tables_carry_the_baselines_and_majority_rates(results, tmp_pat
     assert "| majority rate | test acc (time split) |" in md and "| 0.600 |" in md
 
 
+def test_a_time_split_study_names_its_split_once_and_counts_its_seeds(tmp_path):
+    """Trials on the time split have no random-split twin: no random columns filled, the seeds counted anyway."""
+    results = _load(tmp_path / "store", FixtureKnobs(split="time"))
+    write_report(results, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    rows = [line for line in md.splitlines() if re.match(r"\| (RNN|LSTM|GRU) \| \d+ \|", line)]
+    assert rows and all(line.split(" | ")[2:6] == ["2", "n/a", "n/a", "n/a"] for line in rows), rows
+    chosen = discussion.covid_discussion(results)[0]
+    assert "95% CI over 2 seeds) on the time split." in chosen
+    assert "random" not in chosen and "on the time split and" not in chosen
+
+
 def test_vae_preprocessing_gives_the_reasons_from_the_params(results):
     run = vae_runs.by_weight(results)[1.0]  # conv, 16x16, Bernoulli, latent 32
     text = " ".join(describe.vae_preprocessing(run))
