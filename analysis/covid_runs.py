@@ -108,7 +108,8 @@ def acc_vs_L(results: StudyResults) -> list[AccRow]:
     lens = sorted({int(r.num("seq_len")) for r in runs if np.isfinite(r.num("seq_len"))})
     for cell in CELLS:
         for L in lens:
-            group = [r for r in runs if r.params.get("cell") == cell and int(r.num("seq_len", -1)) == L]
+            group = _one_trial([r for r in runs if r.params.get("cell") == cell and int(r.num("seq_len", -1)) == L],
+                               results)
             if not group:
                 continue
             rand = [r for r in group if r.params.get("split", "random") == "random"]
@@ -125,6 +126,16 @@ def acc_vs_L(results: StudyResults) -> list[AccRow]:
                 constant=sum(int(s.get("constant_models", 0)) for s in summaries),
                 models=sum(seeds_of(r) for r in group)))
     return rows
+
+
+def _one_trial(group: list[RunInfo], results: StudyResults) -> list[RunInfo]:
+    """Several trials at one (cell, L), each with its seeds inside (extra fixed runs differing in other settings):
+    the one chosen on the study's objective, so an interval is over one config's seeds, never across configs.
+    Runs of one seed each (older studies) stay together: they are that config's seeds."""
+    if len(group) < 2 or any(seeds_of(r) < 2 for r in group):
+        return group
+    metric, mode = objective(results)
+    return [best_run(group, metric, mode)]
 
 
 def _mean(values) -> float:

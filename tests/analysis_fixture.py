@@ -47,6 +47,7 @@ class FixtureKnobs:
     extra_country: str | None = None  # one more country (no ISO code) in every prediction and in set C
     baseline_shift: float = 0.0  # added to every baseline's accuracy
     split: str = "random"  # the trials' split; "time": no twin, the main models are the leakage-free ones
+    second_gru_20: bool = False  # one more fixed GRU at L=20 (hidden 64), worse on validation, far worse on test
 
 
 def _metric_batch(history: dict[str, list[float]], t0: int):
@@ -241,6 +242,12 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
             _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}", {"trainable": "sequence", "group": "fixed"},
                      _seq_params(cell, L, knobs.seeds, split=knobs.split), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
                      _seq_files(final, rng, extra_country=knobs.extra_country), t)
+    if knobs.second_gru_20:
+        t += 200_000
+        history = _seq_history(0.56, knobs.time_gap, knobs.epochs, "gru", rng)
+        _log_run(client, exp_id, pid, "fixed_gru_L20_h64", {"trainable": "sequence", "group": "fixed"},
+                 _seq_params("gru", 20, knobs.seeds, hidden_size=64, split=knobs.split), history,
+                 _seq_files(0.56, rng, extra_country=knobs.extra_country), t)
     for norm in ("none",):  # the ablation: without normalisation (log1p runs above are "with")
         t += 200_000
         final = CELL_BASE["gru"] - 0.08 + rng.normal(0, 0.005)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
+from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
 from analysis.report import FIGURES, to_markdown, write_report
 from analysis.results import load_study
 from analysis_fixture import FixtureKnobs, build_store
@@ -183,6 +183,15 @@ def test_a_time_split_study_names_its_split_once_and_counts_its_seeds(tmp_path):
     chosen = discussion.covid_discussion(results)[0]
     assert "95% CI over 2 seeds) on the time split." in chosen
     assert "random" not in chosen and "on the time split and" not in chosen
+
+
+def test_two_trials_at_one_cell_and_L_give_the_one_chosen_on_validation(tmp_path):
+    """Each trial has its seeds inside: an interval across two configs would be neither's seed spread."""
+    plain = {r.seq_len: r for r in covid_runs.acc_vs_L(_load(tmp_path / "a")) if r.cell == "gru"}
+    both = {r.seq_len: r for r in covid_runs.acc_vs_L(_load(tmp_path / "b", FixtureKnobs(second_gru_20=True)))
+            if r.cell == "gru"}
+    assert both[20].n == 2 and abs(both[20].acc_random - plain[20].acc_random) < 0.02  # not pulled to ~0.56
+    assert both[20].acc_random > 0.7
 
 
 def test_vae_preprocessing_gives_the_reasons_from_the_params(results):
