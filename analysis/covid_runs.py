@@ -214,13 +214,19 @@ def norm_pairs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str] | 
     runs = results.select(trainable="sequence", group="fixed") or sequence_runs(results)
     combos: dict[tuple, dict[str, list[RunInfo]]] = {}
     for r in runs:
-        key = (r.params.get("cell"), r.params.get("seq_len"), r.params.get("split", "random"))
+        key = tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in NOT_A_SETTING))
         combos.setdefault(key, {}).setdefault(r.params.get("norm", "?"), []).append(r)
     usable = [(k, v) for k, v in combos.items() if len(v) >= 2]
     if not usable:
         return None
     key, by_norm = max(usable, key=lambda kv: (len(kv[1]), sum(map(len, kv[1].values()))))
-    return by_norm, f"{key[0]}, L={key[1]}, split={key[2]}"
+    p = dict(key)
+    return by_norm, f"{p.get('cell')}, L={p.get('seq_len')}, split={p.get('split', 'random')}"
+
+
+# Params that do not change what a run computes (or are the one compared): runs equal in every other param are
+# comparable
+NOT_A_SETTING = {"norm", "data_dir", "device", "num_threads"}
 
 
 def epochs_to_best(run: RunInfo, key: str = "val_acc") -> tuple[int, float] | None:

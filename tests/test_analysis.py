@@ -192,6 +192,10 @@ def test_two_trials_at_one_cell_and_L_give_the_one_chosen_on_validation(tmp_path
             if r.cell == "gru"}
     assert both[20].n == 2 and abs(both[20].acc_random - plain[20].acc_random) < 0.02  # not pulled to ~0.56
     assert both[20].acc_random > 0.7
+    # the normalisation comparison takes only runs equal in every other setting: not the hidden-64 trial
+    by_norm, label = covid_runs.norm_pairs(_load(tmp_path / "c", FixtureKnobs(second_gru_20=True)))
+    assert label == "gru, L=20, split=random" and sorted(by_norm) == ["log1p", "none"]
+    assert [r.params["hidden_size"] for r in by_norm["log1p"]] == ["32"]
 
 
 def test_vae_preprocessing_gives_the_reasons_from_the_params(results):
