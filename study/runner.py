@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -199,10 +201,29 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 callbacks=[CloseStoppedRuns(tracking_info.uri, tracking_info.experiment_id, part.epochs)],
             ),
         )
+    handler = signal.getsignal(signal.SIGINT)
     grid = tuner.fit()
+    interrupted = _fit_was_interrupted(handler)
     summary = summarize(part, grid, time.time() - started, resumed, slots)
+    # Trials running at a Ctrl-C come back TERMINATED like finished ones: the signal tells them apart.
+    summary["complete"] = summary["complete"] and not interrupted
     summary["fit_started_at"] = started  # unix time: with the runs' start times it splits worker start-up off
     return summary
+
+
+def _fit_was_interrupted(before: Any) -> bool:
+    """Whether a Ctrl-C (or SIGUSR1) stopped the fit that just returned.
+
+    Tune swaps in its own SIGINT handler for a fit and puts the previous one back only when that signal stops
+    the experiment; it returns normally either way. So the handler found afterwards says which it was; it is
+    then reset, so the next part's fit starts from the same state."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0":  # Tune installed none: nothing to tell by
+        return False
+    interrupted = signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, before)
+    return interrupted
 
 
 PROGRESS_METRICS = {

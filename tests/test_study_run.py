@@ -149,6 +149,42 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
 
 
 
+def test_ctrl_c_while_every_trial_runs_is_an_interruption(real_data_dir, tmp_path):
+    """Trials running at a Ctrl-C come back from Tune TERMINATED, like finished ones: with every planned trial
+    running, the study must still say it was interrupted, exit 130, run no baselines, and resume must finish it."""
+    study_dir = tmp_path / "all-running"
+    fixed = json.dumps([{"cell": "gru", "seq_len": 5, "hidden_size": 8, "num_layers": 1, "lr": 0.01,
+                         "norm": "log1p", "features": "counts"}])
+    args = ["run", "covid", "--preset", "search", "--num-samples", "0", "--fixed", fixed, "--epochs", "40",
+            "--set", "seeds=1", "--storage", str(tmp_path), "--name", "all-running", "--scheduler", "none"]
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait until the only trial has reported an epoch, then interrupt
+            assert proc.poll() is None, f"study exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+            if (study_dir / "study.json").exists():
+                client, _, children = store(study_dir)
+                if children and client.get_metric_history(children[0].info.run_id, "val_acc"):
+                    break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    out = log.read_text()
+    assert proc.returncode == 130, out[-3000:]
+    assert "study resume" in out and "study: done" not in out and "study: baselines" not in out
+    client, _, children = store(study_dir)
+    steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_acc")]
+    assert len(children) == 1 and max(steps) < 40, steps
+
+    study("resume", str(study_dir))
+    client, parent, children = store(study_dir)
+    assert parent.info.status == "FINISHED" and [r.info.status for r in children] == ["FINISHED"]
+    steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_acc")]
+    assert sorted(set(steps)) == list(range(1, 41)), steps
+
+
 @pytest.mark.slow
 def test_two_node_cluster(real_data_dir, tmp_path):
     """`ray start --head` + a second `ray start --address` on this machine; trials land on both nodes."""
