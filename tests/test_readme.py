@@ -35,6 +35,9 @@ def _study_commands() -> list[list[str]]:
                 words = words[1:]
             if words[:1] == ["study"]:
                 out.append(words[1:])
+    # and the inline ones a sentence gives in full: `study run ...` with flags
+    for span in re.findall(r"`(study [^`]+ --[^`]+)`", README):
+        out.append(shlex.split(span)[1:])
     return out
 
 
