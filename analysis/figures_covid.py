@@ -174,11 +174,15 @@ def fig_acc_vs_L(results: StudyResults, out_dir) -> Path | None:
         results.skip("acc_vs_L", "no fixed sequence runs with seq_len")
         return None
     base = covid_runs.baselines_by_L(results)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    # a panel per split the models trained on (a time-split study has no random-split models)
+    panels = [p for p in (("acc_random", "ci_random", "random", "random split (homework)"),
+                          ("acc_time", "ci_time", "time", "time split (leakage-free)"))
+              if any(np.isfinite(getattr(r, p[0])) for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), sharey=True, squeeze=False)
+    axes = axes[0]
     lens = sorted({r.seq_len for r in rows})
     dodge = 0.012 * (max(lens) - min(lens) or 1)  # side-step the cells so their interval bars do not overlap
-    for ax, (attr, ci, split, title) in zip(axes, (("acc_random", "ci_random", "random", "random split (homework)"),
-                                                   ("acc_time", "ci_time", "time", "time split (leakage-free)"))):
+    for ax, (attr, ci, split, title) in zip(axes, panels):
         for name, (colour, style, label) in BASELINE_STYLE.items():
             pts = [(L, base[L][split][name]) for L in lens if L in base and name in base[L][split]]
             if not pts and name == "majority":  # no baseline runs (an older study): the majority rate it logged
@@ -200,7 +204,7 @@ def fig_acc_vs_L(results: StudyResults, out_dir) -> Path | None:
         ax.set_title(title)
         ax.legend(fontsize=8, ncol=2)
     axes[0].set_ylabel("final test accuracy")
-    n = max(r.n for r in rows)
+    n = max(max(r.n, r.n_time) for r in rows)
     fig.suptitle(f"Test accuracy vs L beside the baselines (mean of {n} seeds; bars = 95% t-interval)")
     fig.tight_layout()
     return save(fig, out_dir, "covid_acc_vs_L.png")

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -180,6 +181,9 @@ def test_a_time_split_study_names_its_split_once_and_counts_its_seeds(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     rows = [line for line in md.splitlines() if re.match(r"\| (RNN|LSTM|GRU) \| \d+ \|", line)]
     assert rows and all(line.split(" | ")[2:6] == ["2", "n/a", "n/a", "n/a"] for line in rows), rows
+    assert figures_covid.fig_acc_vs_L(results, tmp_path / "fig").exists()
+    fig = plt.imread(tmp_path / "fig" / "covid_acc_vs_L.png")
+    assert fig.shape[1] < 1.6 * fig.shape[0]  # one panel (the time split's), not an empty random one beside it
     chosen = discussion.covid_discussion(results)[0]
     assert "95% CI over 2 seeds) on the time split." in chosen
     assert "random" not in chosen and "on the time split and" not in chosen
