@@ -198,15 +198,16 @@ def curve_runs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str]:
     if best is None:
         return {}, ""
     L = best.params.get("seq_len")
-    out = {}
+    out, elsewhere = {}, False
     for cell in CELLS:
         same = [r for r in runs if r.params.get("cell") == cell and r.params.get("seq_len") == L]
         if not same:
             own = best_run([r for r in runs if r.params.get("cell") == cell], metric, mode)
-            same = [own] if own else []
+            same, elsewhere = ([own], True) if own else ([], elsewhere)
         if same:
             out[cell] = same
-    return out, f"L={L}, norm={best.params.get('norm')}"
+    where = f"L={L}" + (", or a cell's best L where it has no run at it" if elsewhere else "")
+    return out, f"{where}, norm={best.params.get('norm')}"
 
 
 def norm_pairs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str] | None:

@@ -177,15 +177,25 @@ def split_gap_paragraph(results: StudyResults) -> str | None:
     return text
 
 
+# Params that do not change the cost of an epoch (or are the one compared)
+SPEED_NEUTRAL = covid_runs.NOT_A_SETTING | {"cell", "lr", "weight_decay", "group"}
+
+
 def speed_paragraph(results: StudyResults) -> str | None:
     by_cell, label = covid_runs.curve_runs(results)
     design = covid_runs.design_runs(results)
     if not by_cell:
         return None
+    # epoch times only of runs equal in every setting that costs time but the cell (the fixed grid: each L)
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in design:
+        if "epoch_time_s" in r.history:
+            key = tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in SPEED_NEUTRAL))
+            groups.setdefault(key, {}).setdefault(r.params.get("cell"), []).append(
+                float(np.mean(r.history["epoch_time_s"][1])))
     epoch_s = {}
     for cell in CELLS:
-        times = [float(np.mean(r.history["epoch_time_s"][1])) for r in design
-                 if r.params.get("cell") == cell and "epoch_time_s" in r.history]
+        times = [t for g in groups.values() if len(g) > 1 for t in g.get(cell, [])]
         if times:
             epoch_s[cell] = float(np.mean(times))
     reach = {}
@@ -194,7 +204,7 @@ def speed_paragraph(results: StudyResults) -> str | None:
         if found:
             reach[cell] = (float(np.mean([f[0] for f in found])), float(np.mean([f[1] for f in found])))
     out = []
-    if epoch_s:
+    if len(epoch_s) > 1:
         fast = min(epoch_s, key=epoch_s.get)
         others = ", ".join(f"{c.upper()} {t:.2f} s" for c, t in epoch_s.items() if c != fast)
         out.append(f"Per epoch (all seeds of a trial trained together) the {fast.upper()} was cheapest "

@@ -145,16 +145,18 @@ def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
     fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 6.5), sharey="row", squeeze=False)
     for j, cell in enumerate(cells):
         runs = by_cell[cell]
+        split = runs[0].params.get("split", "random")  # a time-split trial's main models are the time split's
         for i, (metric, name) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
             ax = axes[i, j]
             _band(ax, runs, f"train_{metric}", CELL_COLOURS[cell], "train", "--")
-            _band(ax, runs, f"val_{metric}", CELL_COLOURS[cell], "validation (random split)", "-.")
-            _band(ax, runs, f"test_{metric}", CELL_COLOURS[cell], "test (random split)")
-            _band(ax, runs, f"test_{metric}_time", "0.35", "test (time split)", ":")
+            _band(ax, runs, f"val_{metric}", CELL_COLOURS[cell], f"validation ({split} split)", "-.")
+            _band(ax, runs, f"test_{metric}", CELL_COLOURS[cell], f"test ({split} split)")
+            if split != "time":
+                _band(ax, runs, f"test_{metric}_time", "0.35", "test (time split)", ":")
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             if i == 0:
-                ax.set_title(f"{cell.upper()} ({_seeds_label(runs)})")
+                ax.set_title(f"{cell.upper()}, L={runs[0].params.get('seq_len')} ({_seeds_label(runs)})")
             ax.legend(fontsize=8)
     fig.suptitle(f"Learning curves per cell type ({label}; band = spread over seeds)")
     fig.tight_layout()

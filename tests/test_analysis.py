@@ -298,6 +298,8 @@ def test_discussion_follows_the_numbers(tmp_path):
     assert "'relative+weekday' best" in para(da, "Validation accuracy by input features")
     assert "lower on average" in para(da, "The leakage-free time split") and "hardly differs" in para(db, "The leakage-free")
     assert "None of the 18 models behind the accuracy-vs-L table predicts a single class" in " ".join(da)
+    # epoch cost compared over runs that differ only in the cell (the grid at each L): the fixture's 0.4/0.9/0.7 s
+    assert re.search(r"the RNN was cheapest \(0\.[34]\d s vs LSTM 0\.[89]\d s, GRU 0\.[67]\d s\)", " ".join(da))
     va, vb = discussion.vae_discussion(a), discussion.vae_discussion(b)
     ka = next(p for p in va if p.startswith("KL x100"))
     kb = next(p for p in vb if p.startswith("KL x100"))
