@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -42,11 +43,32 @@ def full_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(config_cls.from_dict(config))
 
 
+def quiet_exit_in_callbacks() -> None:
+    """Keep the worker's expected exit out of the study's output; every other unraisable error still prints.
+
+    Ray ends a trial's worker with SIGTERM, and its handler raises SystemExit wherever Python is. When that is
+    inside a garbage-collector callback, Python cannot raise it and prints "Exception ignored in ... Traceback
+    ... SystemExit" instead, which reaches the study's console as the trial's output (seen in a smoke study).
+    Idempotent: a reused worker runs this once per trial."""
+    current = sys.unraisablehook
+    if getattr(current, "_study_quiet_exit", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+            return
+        current(unraisable)
+
+    hook._study_quiet_exit = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info: TrackingInfo,
               data_hash: str, threads: int) -> None:
     """Run one trial of `kind` on the preloaded `dataset` (shared through the object store, not re-read)."""
     # Ray logs a line per persisted checkpoint (one per epoch); the progress table is enough.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    quiet_exit_in_callbacks()
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     group = str(config.get("group", "search"))

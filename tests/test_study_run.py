@@ -149,6 +149,7 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_every_trial_runs_is_an_interruption(real_data_dir, tmp_path):
     """Trials running at a Ctrl-C come back from Tune TERMINATED, like finished ones: with every planned trial
     running, the study must still say it was interrupted, exit 130, run no baselines, and resume must finish it."""

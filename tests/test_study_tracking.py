@@ -45,3 +45,37 @@ def test_public_uri_keeps_plain_uris():
     assert tracking.public_uri("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
     assert tracking.public_uri("127.0.0.1:6379") == "127.0.0.1:6379"
     assert tracking.public_uri("https://u:p@host:8443/path?x=1#f") == "https://host:8443/path"
+
+
+def test_a_trial_workers_exit_in_a_gc_callback_prints_nothing_else_still_does():
+    """Ray's SIGTERM handler raises SystemExit; inside a weakref callback Python prints it as an ignored
+    exception with a traceback. In a trial worker that is the expected exit: silent. Other errors still print."""
+    import subprocess
+    import sys
+
+    code = """
+import gc, weakref
+from study.trial import quiet_exit_in_callbacks
+
+class Thing:
+    pass
+
+def die(exc):
+    def callback(_):
+        raise exc
+    t = Thing()
+    ref = weakref.ref(t, callback)
+    del t
+    gc.collect()
+    return ref
+
+quiet_exit_in_callbacks()
+quiet_exit_in_callbacks()  # twice, as a reused worker would: still one hook
+die(SystemExit(1))
+die(ValueError("a real problem"))
+print("still running")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "still running" in proc.stdout, proc.stderr
+    assert "SystemExit" not in proc.stderr and proc.stderr.count("Traceback") == 1, proc.stderr
+    assert "ValueError: a real problem" in proc.stderr
