@@ -44,6 +44,25 @@ def store(study_dir: Path) -> tuple[MlflowClient, object, list]:
     return client, parents[0], children
 
 
+def interrupt_when(args: list[str], study_dir: Path, log: Path, ready) -> tuple[int, str]:
+    """Start `study ARGS`, send SIGINT (a Ctrl-C) once ready(client, children) holds; (exit code, output)."""
+    with open(log, "w") as out:  # a file, not a pipe: the progress table would fill a pipe and block the study
+        proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            assert proc.poll() is None, f"study exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+            # study.json appears once the MLflow store and the parent run exist: only then read the store
+            if (study_dir / "study.json").exists():
+                client, _, children = store(study_dir)
+                if ready(client, children):
+                    break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    return proc.returncode, log.read_text()
+
+
 def tune_trials(study_dir: Path, part: str) -> list[dict]:
     """Trial ids and last results, from the Tune experiment folder's result files."""
     out = []
@@ -110,23 +129,10 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     study_dir = tmp_path / "kill"
     args = ["run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "kill",
             "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3", "--scheduler", "none"]
-    log = tmp_path / "run.log"
-    with open(log, "w") as out:  # a file, not a pipe: the progress table would fill a pipe and block the study
-        proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 300
-        while time.time() < deadline:  # wait until two trials finished, then interrupt the driver
-            assert proc.poll() is None, f"study exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
-            # study.json appears once the MLflow store and the parent run exist: only then read the store
-            if (study_dir / "study.json").exists():
-                _, _, children = store(study_dir)
-                if sum(r.info.status == "FINISHED" for r in children) >= 2:
-                    break
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    out = log.read_text()
-    assert proc.returncode == 130, out[-3000:]
+    # wait until two trials finished, then interrupt the driver
+    code, out = interrupt_when(args, study_dir, tmp_path / "run.log",
+                               lambda client, children: sum(r.info.status == "FINISHED" for r in children) >= 2)
+    assert code == 130, out[-3000:]
     assert "study resume" in out
     client, _, before = store(study_dir)
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
@@ -158,22 +164,10 @@ def test_ctrl_c_while_every_trial_runs_is_an_interruption(real_data_dir, tmp_pat
                          "norm": "log1p", "features": "counts"}])
     args = ["run", "covid", "--preset", "search", "--num-samples", "0", "--fixed", fixed, "--epochs", "40",
             "--set", "seeds=1", "--storage", str(tmp_path), "--name", "all-running", "--scheduler", "none"]
-    log = tmp_path / "run.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 300
-        while time.time() < deadline:  # wait until the only trial has reported an epoch, then interrupt
-            assert proc.poll() is None, f"study exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
-            if (study_dir / "study.json").exists():
-                client, _, children = store(study_dir)
-                if children and client.get_metric_history(children[0].info.run_id, "val_acc"):
-                    break
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    out = log.read_text()
-    assert proc.returncode == 130, out[-3000:]
+    # wait until the only trial has reported an epoch, then interrupt
+    code, out = interrupt_when(args, study_dir, tmp_path / "run.log", lambda client, children: bool(
+        children and client.get_metric_history(children[0].info.run_id, "val_acc")))
+    assert code == 130, out[-3000:]
     assert "study resume" in out and "study: done" not in out and "study: baselines" not in out
     client, _, children = store(study_dir)
     steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_acc")]
