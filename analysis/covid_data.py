@@ -24,7 +24,7 @@ def correlation(results: StudyResults, run: RunInfo | None = None) -> tuple[np.n
     from data.location import CONFIRMED_NAME, covid_file
 
     if run is None:
-        runs = results.select(trainable="sequence")
+        runs = results.select(trainable="covid")
         run = runs[0] if runs else None
     date_range = (run.param("date_range") if run else None) or "full"
     revisions = (run.param("revisions") if run else None) or "clip"

@@ -15,13 +15,13 @@ from analysis.results import RunInfo, StudyResults
 
 
 def sequence_runs(results: StudyResults) -> list[RunInfo]:
-    return results.select(trainable="sequence")
+    return results.select(trainable="covid")
 
 
 def design_runs(results: StudyResults) -> list[RunInfo]:
     """The fixed grid (cells x L, seeds inside each trial) at its usual normalisation and features; all sequence
     runs if there is no fixed group."""
-    runs = results.select(trainable="sequence", group="fixed") or sequence_runs(results)
+    runs = results.select(trainable="covid", group="fixed") or sequence_runs(results)
     for param in ("norm", "features"):
         common = most_common(runs, param)
         runs = [r for r in runs if common is None or r.params.get(param) == common]
@@ -212,7 +212,7 @@ def curve_runs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str]:
 
 def norm_pairs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str] | None:
     """Runs that differ only in normalisation: the (cell, L) with the most distinct norm values (needs >= 2)."""
-    runs = results.select(trainable="sequence", group="fixed") or sequence_runs(results)
+    runs = results.select(trainable="covid", group="fixed") or sequence_runs(results)
     combos: dict[tuple, dict[str, list[RunInfo]]] = {}
     for r in runs:
         key = tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in NOT_A_SETTING))

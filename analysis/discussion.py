@@ -61,7 +61,7 @@ def search_paragraph(results: StudyResults, trainable: str) -> str | None:
 
 
 def covid_discussion(results: StudyResults) -> list[str]:
-    paras = [*discussion_covid.paragraphs(results), map_paragraph(results), search_paragraph(results, "sequence")]
+    paras = [*discussion_covid.paragraphs(results), map_paragraph(results), search_paragraph(results, "covid")]
     return [p for p in paras if p]
 
 

@@ -19,12 +19,10 @@ import numpy as np
 
 from analysis.common import plt, save
 from analysis.results import RunInfo, StudyResults
+from trainables import registry
+from trainables.registry import OPTUNA_DB, SPACE_TAG
 
-# Only for study folders that logged neither an Optuna storage nor their space: the objective of old studies.
-OBJECTIVE = {"sequence": ("test_acc", "maximize"), "vae": ("test_neg_elbo", "minimize")}
 NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", "group"}
-PART = {"sequence": "covid", "vae": "vae"}
-STORAGE_FILE = "optuna.db"  # the study folder's Optuna storage (written by the study's searcher)
 DIRECTION = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 
 
@@ -34,15 +32,15 @@ def optuna_study(results: StudyResults, trainable: str):
 
     if not results.study_dir:
         return None
-    path = Path(results.study_dir) / STORAGE_FILE
+    path = Path(results.study_dir) / OPTUNA_DB
     if not path.is_file():
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # skip_table_creation: a reader never writes, not even the schema
     storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", skip_table_creation=True)
-    if PART[trainable] not in optuna.get_all_study_names(storage):
+    if trainable not in optuna.get_all_study_names(storage):
         return None
-    return optuna.load_study(study_name=PART[trainable], storage=storage)
+    return optuna.load_study(study_name=trainable, storage=storage)
 
 
 def objective(results: StudyResults, trainable: str, study=None) -> tuple[str, str]:
@@ -50,12 +48,13 @@ def objective(results: StudyResults, trainable: str, study=None) -> tuple[str, s
     study = study if study is not None else optuna_study(results, trainable)
     if study is not None and study.user_attrs.get("metric"):
         return study.user_attrs["metric"], study.direction.name.lower()
-    text = results.parent_tags.get(f"study.space.{PART[trainable]}")
+    text = results.parent_tags.get(SPACE_TAG + trainable)
     if text:
         logged = json.loads(text)
         if logged.get("metric") and logged.get("mode") in DIRECTION:
             return logged["metric"], DIRECTION[logged["mode"]]
-    return OBJECTIVE[trainable]
+    found = registry.get(trainable)
+    return found.metric, DIRECTION[found.mode]
 
 
 def search_trials(results: StudyResults, trainable: str) -> list[RunInfo]:
@@ -86,7 +85,7 @@ def logged_space(results: StudyResults, trainable: str) -> dict | None:
     """The search space the study logged on its parent run (tag study.space.<part>), if it did."""
     import json
 
-    text = results.parent_tags.get(f"study.space.{PART[trainable]}")
+    text = results.parent_tags.get(SPACE_TAG + trainable)
     return json.loads(text)["space"] if text else None
 
 
@@ -234,7 +233,7 @@ def search_history(results: StudyResults, trainable: str) -> SearchHistory | Non
 
 
 def _history(results: StudyResults, out_dir, trainable: str):
-    figure = f"{PART[trainable]}_search_history"
+    figure = f"{trainable}_search_history"
     hist = search_history(results, trainable)
     if hist is None:
         results.skip(figure, f"no finished {trainable} trials")
@@ -259,13 +258,13 @@ def _history(results: StudyResults, out_dir, trainable: str):
         ax.step(x, np.where(np.isfinite(best), best, np.nan), where="post", color="#d62728", label="best so far")
     ax.set_xlabel("trial (Optuna's order: fixed runs first)")
     ax.set_ylabel(f"final {hist.metric} ({hist.direction})")
-    ax.set_title(f"Optuna optimisation history, {PART[trainable]}: {hist.title}", fontsize=10)
+    ax.set_title(f"Optuna optimisation history, {trainable}: {hist.title}", fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, out_dir, f"{figure}.png")
 
 
 def _importance(results: StudyResults, out_dir, trainable: str):
-    figure = f"{PART[trainable]}_search_importance"
+    figure = f"{trainable}_search_importance"
     try:
         imp = param_importances(results, trainable)
     except Exception as err:  # too few or degenerate trials for fANOVA: say so rather than fail the report
@@ -283,19 +282,19 @@ def _importance(results: StudyResults, out_dir, trainable: str):
         ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=9)
     ax.set_xlim(0, max(imp.values()) * 1.2 or 1)
     ax.set_xlabel(f"fANOVA importance for {objective(results, trainable)[0]}")
-    ax.set_title(f"Parameter importances, {PART[trainable]} ({len(used)} finished trials: "
+    ax.set_title(f"Parameter importances, {trainable} ({len(used)} finished trials: "
                  f"{used.count('fixed')} fixed, {used.count('search')} searched)", fontsize=10)
     return save(fig, out_dir, f"{figure}.png")
 
 
 def fig_covid_search_history(results: StudyResults, out_dir):
     """The objective of each COVID trial (fixed runs and searched ones) and the best so far."""
-    return _history(results, out_dir, "sequence")
+    return _history(results, out_dir, "covid")
 
 
 def fig_covid_search_importance(results: StudyResults, out_dir):
     """Which searched hyperparameters explain the COVID objective (fANOVA)."""
-    return _importance(results, out_dir, "sequence")
+    return _importance(results, out_dir, "covid")
 
 
 def fig_vae_search_history(results: StudyResults, out_dir):

@@ -38,14 +38,13 @@ FIGURES = [
     ("vae", "vae_search_history", "Optuna optimisation history of the VAE search.", figures_search.fig_vae_search_history),
     ("vae", "vae_search_importance", "Parameter importances of the VAE search.", figures_search.fig_vae_search_importance),
 ]
-TRAINABLE = {"covid": "sequence", "vae": "vae"}
 
 
 def draw_figures(results: StudyResults, fig_dir: Path) -> dict[str, Path | None]:
     """Every figure of the studied problems; an exception becomes a skip note (one bad artefact must not sink all)."""
     out: dict[str, Path | None] = {}
     for problem, key, _caption, fn in FIGURES:
-        if not results.select(trainable=TRAINABLE[problem]):
+        if not results.select(trainable=problem):
             continue
         try:
             out[key] = fn(results, fig_dir)

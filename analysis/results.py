@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from data.errors import DataError
+from trainables import registry
 
 ARTIFACT_DIR = "results"
 SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
@@ -106,23 +107,12 @@ def config_defaults(trainable: str) -> dict[str, str]:
     """The trainable's config defaults, logged-style (JSON for non-strings): a run that did not log a key used these.
 
     study/ logs the config dict it passed, which may leave out keys the trainable filled from its defaults."""
-    import dataclasses
     import json
 
-    try:
-        if trainable == "sequence":
-            from trainables.sequence import SequenceConfig as cls
-        elif trainable == "vae":
-            from trainables.vae import VAEConfig as cls
-        else:
-            return {}
-    except ImportError:  # analysis of a store without the trainables installed: logged params only
+    if trainable not in registry.TRAINABLES:
         return {}
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default if isinstance(f.default, str) else json.dumps(f.default)
-    return out
+    defaults = registry.get(trainable).full_config({})
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in defaults.items()}
 
 
 def _local_path(uri: str) -> Path | None:
@@ -199,7 +189,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     parent_ids = {r.info.run_id for r in parents}
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="study-report-"))
     runs, failed = [], []
-    defaults = {t: config_defaults(t) for t in ("sequence", "vae")}
+    defaults = {t: config_defaults(t) for t in registry.TRAINABLES}
     for r in all_runs:
         tags = dict(r.data.tags)
         if tags.get("mlflow.parentRunId") not in parent_ids and "trainable" not in tags:

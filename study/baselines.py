@@ -21,9 +21,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from data.sequence_data import CovidDataConfig, CovidSource
-from study.tracking import PARENT_TAG, TrackingInfo
+from study.tracking import TrackingInfo
+from trainables.registry import BASELINE, BASELINE_TAG, COMMIT_TAG, PARENT_TAG, TRAINABLE_TAG
 
-BASELINE_TAG = "study.baseline"
 KEY_TAG = "study.baseline_key"
 # CovidDataConfig fields that do not change the windows, labels or splits.
 NOT_DATA = ("data_dir", "norm", "features")
@@ -73,7 +73,7 @@ def log_baselines(info: TrackingInfo, source: CovidSource) -> tuple[int, int]:
     client = MlflowClient(info.uri)
     # A FAILED trial's setting may be one no model can train on (an L longer than the series): fitting baselines
     # on it would fail the same way and end the study.
-    trials = [r for r in _child_runs(client, info, "and tags.trainable = 'sequence'") if r.info.status != "FAILED"]
+    trials = [r for r in _child_runs(client, info, f"and tags.{TRAINABLE_TAG} = 'covid'") if r.info.status != "FAILED"]
     settings = {}
     for run in trials:
         setting = setting_of(run.data.params)
@@ -105,8 +105,8 @@ def _fit_all(settings: list[dict[str, Any]], source: CovidSource) -> list[list[d
 
 def _log_one(client: MlflowClient, info: TrackingInfo, key: str, setting: dict[str, Any], row: dict[str, Any]) -> None:
     name, split = row["baseline"], row["split"]
-    tags = {PARENT_TAG: info.parent_run_id, BASELINE_TAG: name, KEY_TAG: key, "trainable": "baseline",
-            "git_commit": info.git_commit}
+    tags = {PARENT_TAG: info.parent_run_id, BASELINE_TAG: name, KEY_TAG: key, TRAINABLE_TAG: BASELINE,
+            COMMIT_TAG: info.git_commit}
     run = client.create_run(info.experiment_id, run_name=f"{name} {split} L={setting['seq_len']}", tags=tags)
     params = {**setting, "trained_split": setting["split"], "split": split, "baseline": name}
     metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -16,12 +16,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from data.errors import DataError
+from trainables import registry
+from trainables.registry import STUDY_KEYS
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SEED_MAX = 2**31 - 1
 PROBE_TIMEOUT_S = 5.0
-# Keys the study adds to a trial's config that are not the trainable's own (kept in step with study.trial).
-STUDY_KEYS = ("group",)
 
 
 class FlagError(DataError):
@@ -122,7 +122,7 @@ def check_fixed_configs(parts: list[Any], extra_runs: int = 0) -> None:
     and the key in one line, instead of failing inside Ray after the study folder and its runs exist.
     """
     for part in parts:
-        cls = config_class(part.kind)
+        cls = registry.get(part.kind).config_cls
         try:
             cls.from_dict({k: v for k, v in part.constants.items() if k not in STUDY_KEYS})
         except (ValueError, TypeError) as err:
@@ -136,17 +136,6 @@ def check_fixed_configs(parts: list[Any], extra_runs: int = 0) -> None:
                 which = (f"--fixed run {i - first_extra + 1}" if i >= first_extra
                          else f"{part.kind} fixed run {i + 1} of the preset")
                 raise FlagError(f"{which} {_short(run)}: {err}") from None
-
-
-def config_class(kind: str) -> Any:
-    """The trainable's config dataclass: what a trial of `kind` builds its config with."""
-    if kind == "covid":
-        from trainables.sequence import SequenceConfig
-
-        return SequenceConfig
-    from trainables.vae import VAEConfig
-
-    return VAEConfig
 
 
 def _short(run: dict) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from data.errors import DataError
-from study.checks import STUDY_KEYS, config_class
+from trainables import registry
+from trainables.registry import STUDY_KEYS
 
 
 def _configs(part: Any) -> list[tuple[str, Any]]:
     """(label, trainable config) of the part's settings (what search trials start from) and of each fixed run."""
-    cls = config_class(part.kind)
+    cls = registry.get(part.kind).config_cls
     runs = [("settings", {})] + [(f"fixed run {i + 1}", run) for i, run in enumerate(part.fixed)]
     return [(label, cls.from_dict({k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS}))
             for label, run in runs]
@@ -43,7 +44,7 @@ def check_part_data(part: Any, dataset: Any) -> list[str]:
 
 def _data_key(kind: str, cfg: Any) -> Any:
     if kind == "covid":
-        return cfg.data_config()
+        return cfg.data
     return (cfg.max_images, cfg.test_frac, cfg.seed)
 
 
@@ -51,7 +52,7 @@ def _covid_problem(cfg: Any, source: Any) -> DataError | None:
     from data.sequence_data import build_sequence_data
 
     try:
-        build_sequence_data(cfg.data_config(), source=source)
+        build_sequence_data(cfg.data, source=source)
     except DataError as err:
         return err
     return None

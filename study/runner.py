@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from study.presets import Part, parts_for
 
-STUDY_FILE = "study.json"
+from trainables.registry import ARTIFACTS, STUDY_STATE as STUDY_FILE, SUMMARY_FILE
 
 
 @dataclass
@@ -70,9 +70,10 @@ class StudySpec:
 
 def settings_for(part: Part, settings: dict[str, Any]) -> dict[str, Any]:
     """The --set values that are keys of this part's trainable config (a homework study has two trainables)."""
-    from study.checks import config_class
+    from trainables.common import config_keys
+    from trainables.registry import get
 
-    names = {f.name for f in dataclasses.fields(config_class(part.kind))}
+    names = set(config_keys(get(part.kind).config_cls))
     return {k: v for k, v in settings.items() if k in names}
 
 
@@ -331,7 +332,7 @@ def _drive(spec: StudySpec, parts: list[Part], loaded: dict[str, Any], resources
         local = spec.mlflow_uri == tracking.default_uri(study_dir)
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
             "study.kind": spec.target, "study.preset": spec.preset, "study.storage": str(study_dir.resolve()),
-            **spaces}, artifact_location=(study_dir / "artifacts").resolve().as_uri() if local else None,
+            **spaces}, artifact_location=(study_dir / ARTIFACTS).resolve().as_uri() if local else None,
             params=tracking.study_params(dataclasses.asdict(spec), parts),
             files={"search_space.json": tracking.search_spaces(parts)})
         spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
@@ -346,7 +347,7 @@ def _drive(spec: StudySpec, parts: list[Part], loaded: dict[str, Any], resources
         if part.kind == "covid" and summary["complete"]:
             summary["baselines"] = _baselines(info, loaded[part.kind][0])
         summaries.append(summary)
-        (study_dir / "summary.json").write_text(json.dumps(summaries, indent=2, default=str))
+        (study_dir / SUMMARY_FILE).write_text(json.dumps(summaries, indent=2, default=str))
         print_summary(summary)
         if not summary["complete"]:
             print(f"study: interrupted with {summary['trials']} of {summary['planned']} {part.kind} trials; "

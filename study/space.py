@@ -26,12 +26,9 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study.presets import Part
+from trainables.registry import GROUP_ATTR, OPTUNA_DB as STORAGE_FILE, RAY_TRIAL_ATTR
 
 TRAINING_ITERATION = "training_iteration"
-STORAGE_FILE = "optuna.db"
-# Trial user attributes: which Ray trial an Optuna trial is, and whether it is a fixed run or a searched one.
-RAY_TRIAL_ATTR = "ray_trial_id"
-GROUP_ATTR = "group"
 
 
 def storage_url(study_dir: str | Path) -> str:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_TAG = "ray.trial_id"
+from trainables.registry import COMMIT_TAG, MLFLOW_DB, PARENT_TAG, RUN_RESULTS, TRIAL_TAG
+
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class TrackingInfo:
 
 def default_uri(study_dir: Path) -> str:
     """SQLite under the study folder: embedded (no server) and accepted by MLflow 3 without extra settings."""
-    return f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Path(study_dir).resolve() / MLFLOW_DB}"
 
 
 def git_commit() -> str:
@@ -140,7 +140,7 @@ def trial_run(info: TrackingInfo, trial_id: str, trial_name: str, tags: dict[str
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
         return run_id
-    all_tags = {PARENT_TAG: info.parent_run_id, TRIAL_TAG: trial_id, "git_commit": info.git_commit, **tags}
+    all_tags = {PARENT_TAG: info.parent_run_id, TRIAL_TAG: trial_id, COMMIT_TAG: info.git_commit, **tags}
     run = client.create_run(info.experiment_id, run_name=trial_name, tags=all_tags)
     client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
     return run.info.run_id
@@ -167,5 +167,5 @@ def end_trial(uri: str, run_id: str, status: str, artifact_dir: Path | None = No
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     if artifact_dir is not None and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
-        client.log_artifacts(run_id, str(artifact_dir), artifact_path="results")
+        client.log_artifacts(run_id, str(artifact_dir), artifact_path=RUN_RESULTS)
     client.set_terminated(run_id, status=status)

@@ -6,13 +6,12 @@ retried trial gets its last checkpoint back through `tune.get_checkpoint()` and 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import torch
@@ -20,28 +19,9 @@ from ray import tune
 
 from study import tracking
 from study.tracking import TrackingInfo
-
-TRAINABLE_NAME = {"covid": "sequence", "vae": "vae"}
-# Keys the study adds to a trial's config that are not the trainable's own.
-STUDY_KEYS = ("group",)
-
-
-def _trainable(kind: str) -> tuple[Callable[..., dict], Any]:
-    """The trainable's train function and config class."""
-    if kind == "covid":
-        from trainables.sequence import SequenceConfig as config_cls, train
-    elif kind == "vae":
-        from trainables.vae import VAEConfig as config_cls, train
-    else:
-        raise ValueError(f"unknown trainable kind {kind!r}")
-    return train, config_cls
-
-
-def full_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Every config value the trial runs with, defaults included, so MLflow params describe the run whole."""
-    _, config_cls = _trainable(kind)
-    return dataclasses.asdict(config_cls.from_dict(config))
-
+from trainables import registry
+from trainables.registry import (DATA_HASH_TAG, ERROR_TAG, GROUP_TAG, NODE_TAG, STOPPED_TAG, STUDY_KEYS,
+                                 TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG)
 
 def quiet_exit_in_callbacks() -> None:
     """Keep the worker's expected exit out of the study's output; every other unraisable error still prints.
@@ -71,14 +51,14 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
     quiet_exit_in_callbacks()
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
-    group = str(config.get("group", "search"))
+    group = str(config.get(GROUP_TAG, "search"))
     train_config = {k: v for k, v in config.items() if k not in STUDY_KEYS}
     train_config.setdefault("num_threads", threads)
     if threads > 0:
         torch.set_num_threads(threads)
-    train, _ = _trainable(kind)
+    trainable = registry.get(kind)
     try:
-        params = full_config(kind, train_config)
+        params = trainable.full_config(train_config)
     except (ValueError, TypeError) as err:  # a bad key: still log the run, then fail it
         params = train_config
         config_error: Exception | None = err
@@ -86,8 +66,8 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
         config_error = None
     run_id = tracking.trial_run(
         tracking_info, trial_id, trial_name,
-        tags={"trainable": TRAINABLE_NAME[kind], "group": group, "data_hash": data_hash,
-              "ray.node_id": ray.get_runtime_context().get_node_id()},
+        tags={TRAINABLE_TAG: kind, GROUP_TAG: group, DATA_HASH_TAG: data_hash,
+              NODE_TAG: ray.get_runtime_context().get_node_id()},
         params=params,
     )
     uri = tracking_info.uri
@@ -106,12 +86,12 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
         try:
             if config_error is not None:
                 raise config_error
-            train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+            trainable.train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                   artifact_dir=artifact_dir, data=dataset)
         except Exception as err:
             tracking.end_trial(uri, run_id, "FAILED", tags={
-                "error": f"{type(err).__name__}: {err}",
-                "error_traceback": traceback.format_exc()[-4000:],
+                ERROR_TAG: f"{type(err).__name__}: {err}",
+                TRACEBACK_TAG: traceback.format_exc()[-4000:],
             })
             raise
         tracking.end_trial(uri, run_id, "FINISHED", artifact_dir=artifact_dir)
@@ -132,7 +112,7 @@ class CloseStoppedRuns(tune.Callback):
         client = MlflowClient(self.uri)
         runs = client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{tracking.TRIAL_TAG}` = '{trial.trial_id}'", max_results=1,
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1,
         )
         if runs and runs[0].info.status == "RUNNING":
             tracking.end_trial(self.uri, runs[0].info.run_id, status, tags=tags)
@@ -140,10 +120,10 @@ class CloseStoppedRuns(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         done = (trial.last_result or {}).get("training_iteration", 0)
         if done < self.epochs:
-            self._close(trial, "FINISHED", {"stopped_early": f"scheduler stopped it after {done} of {self.epochs} epochs"})
+            self._close(trial, "FINISHED", {STOPPED_TAG: f"scheduler stopped it after {done} of {self.epochs} epochs"})
         else:  # a run the trial could not close itself (stopped at its last report): no end-of-run artefacts
-            self._close(trial, "FINISHED", {"stopped_early": "stopped at its last epoch, before writing artefacts"})
+            self._close(trial, "FINISHED", {STOPPED_TAG: "stopped at its last epoch, before writing artefacts"})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # The worker marks FAILED itself; this covers a worker that died without getting the chance.
-        self._close(trial, "FAILED", {"error": "trial process failed (see the Ray trial error file)"})
+        self._close(trial, "FAILED", {ERROR_TAG: "trial process failed (see the Ray trial error file)"})

@@ -239,19 +239,19 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
         for L in knobs.seq_lens:  # one trial per (cell, L): its seeds are trained inside it
             final = base + (0.05 if L == knobs.best_L[cell] else 0.0) + rng.normal(0, 0.005)
             t += 200_000
-            _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}", {"trainable": "sequence", "group": "fixed"},
+            _log_run(client, exp_id, pid, f"fixed_{cell}_L{L}", {"trainable": "covid", "group": "fixed"},
                      _seq_params(cell, L, knobs.seeds, split=knobs.split), _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
                      _seq_files(final, rng, extra_country=knobs.extra_country), t)
     if knobs.second_gru_20:
         t += 200_000
         history = _seq_history(0.56, knobs.time_gap, knobs.epochs, "gru", rng)
-        _log_run(client, exp_id, pid, "fixed_gru_L20_h64", {"trainable": "sequence", "group": "fixed"},
+        _log_run(client, exp_id, pid, "fixed_gru_L20_h64", {"trainable": "covid", "group": "fixed"},
                  _seq_params("gru", 20, knobs.seeds, hidden_size=64, split=knobs.split), history,
                  _seq_files(0.56, rng, extra_country=knobs.extra_country), t)
     for norm in ("none",):  # the ablation: without normalisation (log1p runs above are "with")
         t += 200_000
         final = CELL_BASE["gru"] - 0.08 + rng.normal(0, 0.005)
-        _log_run(client, exp_id, pid, f"norm_{norm}", {"trainable": "sequence", "group": "fixed"},
+        _log_run(client, exp_id, pid, f"norm_{norm}", {"trainable": "covid", "group": "fixed"},
                  _seq_params("gru", 20, knobs.seeds, norm=norm, split=knobs.split), _seq_history(final, knobs.time_gap, knobs.epochs, "gru", rng),
                  _seq_files(final, rng, extra_country=knobs.extra_country), t)
     for i in range(knobs.search_trials):
@@ -262,7 +262,7 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
         final = (CELL_BASE[cell] + 0.04 * (1 - abs(math.log10(lr) + 3)) + hidden / 3000 + rng.normal(0, 0.01)
                  + (0.02 if features != "counts" else 0.0))
         t += 200_000
-        _log_run(client, exp_id, pid, f"search_{i:03d}", {"trainable": "sequence", "group": "search"},
+        _log_run(client, exp_id, pid, f"search_{i:03d}", {"trainable": "covid", "group": "search"},
                  _seq_params(cell, 20, knobs.seeds, lr=lr, hidden_size=hidden, features=features, split=knobs.split),
                  _seq_history(final, knobs.time_gap, knobs.epochs, cell, rng),
                  _seq_files(final, rng, extra_country=knobs.extra_country), t)
@@ -281,7 +281,7 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
                                           {"train_acc": acc + 0.01, "val_acc": acc + 0.002, "test_acc": acc}.items()])
                 client.set_terminated(run.info.run_id, "FINISHED", end_time=t + 500)
     t += 200_000
-    _log_run(client, exp_id, pid, "search_failed", {"trainable": "sequence", "group": "search", "error": "NonFiniteLossError"},
+    _log_run(client, exp_id, pid, "search_failed", {"trainable": "covid", "group": "search", "error": "NonFiniteLossError"},
              _seq_params("rnn", 20, 0, lr=0.5), {"train_loss": [0.7]}, None, t, status="FAILED")
     for kl in (1.0, 100.0, 0.0):
         h, extra = _vae_history(kl, knobs.epochs, knobs)

@@ -45,11 +45,11 @@ def results(store):
 def test_load_study_reads_runs_histories_and_artefacts(results):
     assert results.name == "homework-test"
     assert results.parent_tags["study.kind"] == "homework"
-    seq = results.select(trainable="sequence")
+    seq = results.select(trainable="covid")
     assert len(seq) == 18 and len(results.select(trainable="vae")) == 9  # 9 fixed + 1 ablation + 8 search
     assert len(results.select(trainable="baseline")) == 4 * 2 * 3  # 4 baselines x 2 splits x 3 L
     assert [r.name for r in results.failed] == ["search_failed"]
-    run = results.select(trainable="sequence", group="fixed", cell="gru", seq_len=20)[0]
+    run = results.select(trainable="covid", group="fixed", cell="gru", seq_len=20)[0]
     steps, values = run.history["test_acc"]
     assert list(steps) == list(range(1, 9)) and values[-1] == pytest.approx(run.metrics["test_acc"])
     assert {"summary.json", "confusion.json", "predictions.json"} <= set(run.artifacts)
@@ -100,7 +100,7 @@ def test_heatmap_legend_says_what_grey_cells_mean():
 
 
 def test_missing_runs_skip_with_a_reason(results, tmp_path):
-    results.runs = [r for r in results.runs if r.trainable == "sequence" and r.group == "search"]
+    results.runs = [r for r in results.runs if r.trainable == "covid" and r.group == "search"]
     assert figures_vae.fig_vae_elbo(results, tmp_path) is None
     assert figures_covid.fig_norm_effect(results, tmp_path) is None
     assert "vae_elbo" in results.skipped and "norm_effect" in results.skipped
@@ -112,7 +112,7 @@ def test_search_distributions_follow_the_logged_values(results):
     dists = figures_search.infer_distributions(figures_search.search_trials(results, "vae"), space)
     assert type(dists["kl_weight"]).__name__ == "CategoricalDistribution"
     assert type(dists["lr"]).__name__ == "FloatDistribution" and dists["lr"].log
-    imp = figures_search.param_importances(results, "sequence")
+    imp = figures_search.param_importances(results, "covid")
     # fixed runs are trials of the Optuna study too, so L and norm (varied by them) get an importance as well
     assert set(imp) == {"cell", "seq_len", "hidden_size", "lr", "norm"} and sum(imp.values()) == pytest.approx(1.0)
 
@@ -371,7 +371,7 @@ def test_world_map_colours_every_mapped_country(results, real_data_dir, tmp_path
     iso, _ = iso2_codes(real_data_dir / "covid" / "UID_ISO_FIPS_LookUp_Table.csv", names)
     rng = np.random.default_rng(0)
     preds = {n: {"iso2": iso.get(n), "p_increase": float(rng.uniform())} for n in names}
-    best = max(results.select(trainable="sequence"), key=lambda r: r.metrics["test_acc"])
+    best = max(results.select(trainable="covid"), key=lambda r: r.metrics["test_acc"])
     best.artifacts["predictions.json"] = tmp_path / "predictions.json"  # leave the shared store as it is
     best.artifacts["predictions.json"].write_text(json.dumps({"date": "2023-03-10", "countries": preds}))
     svg = figures_covid.fig_world_map(results, tmp_path).read_text()

@@ -36,15 +36,15 @@ def _drive(searcher, part, fixed_value=0.6):
 
 def test_history_from_mlflow_runs_counts_fixed_and_searched_trials(results):
     """A study folder without an Optuna storage: fixed runs are trials of the study but not searched ones."""
-    hist = figures_search.search_history(results, "sequence")
+    hist = figures_search.search_history(results, "covid")
     assert hist.source == "MLflow runs"
-    n_fixed = len(results.select(trainable="sequence", group="fixed"))
-    n_search = len([r for r in figures_search.search_trials(results, "sequence") if r.group == "search"])
+    n_fixed = len(results.select(trainable="covid", group="fixed"))
+    n_search = len([r for r in figures_search.search_trials(results, "covid") if r.group == "search"])
     assert n_fixed and n_search
     assert hist.title == f"{n_fixed + n_search} trials: {n_fixed} fixed, {n_search} searched"
     assert "search trials" not in hist.title
     # the objective comes from the space logged on the parent run, not a constant
-    assert figures_search.objective(results, "sequence") == ("val_acc", "maximize")
+    assert figures_search.objective(results, "covid") == ("val_acc", "maximize")
 
 
 def test_search_figures_read_the_optuna_storage(results, tmp_path):
@@ -54,16 +54,16 @@ def test_search_figures_read_the_optuna_storage(results, tmp_path):
     results = load_study(results.tracking_uri)  # the parent run's study.storage names tmp_path
     assert results.study_dir == str(tmp_path)
 
-    hist = figures_search.search_history(results, "sequence")
+    hist = figures_search.search_history(results, "covid")
     n = len(part.fixed)
     assert hist.source == "optuna storage" and hist.metric == "val_acc" and hist.direction == "maximize"
     assert hist.state == ["COMPLETE"] * (n + 1) + ["PRUNED", "FAIL"]
     assert hist.group == ["fixed"] * n + ["search"] * 3
     assert hist.title == f"{n + 3} trials: {n} fixed, 3 searched (1 stopped early, 1 failed)"
     assert hist.values[n + 1] == pytest.approx(0.9)  # a stopped trial shows the last value it reported
-    assert figures_search.objective(results, "sequence") == ("val_acc", "maximize")
+    assert figures_search.objective(results, "covid") == ("val_acc", "maximize")
 
-    imp = figures_search.param_importances(results, "sequence")
+    imp = figures_search.param_importances(results, "covid")
     assert imp and set(imp) <= set(part.space)
     assert figures_search.fig_covid_search_history(results, tmp_path / "fig").stat().st_size > 0
     assert figures_search.fig_covid_search_importance(results, tmp_path / "fig").stat().st_size > 0

@@ -167,7 +167,7 @@ def test_fused_workload_is_what_a_homework_covid_trial_trains() -> None:
 
     base = PRESETS["homework"]["covid"].constants
     cfg = fused.fused_config("cpu", 3, 1)
-    assert (cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.seq_len, cfg.batch_size) == ("gru", 32, 1, 30, 64)
+    assert (cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.data.seq_len, cfg.batch_size) == ("gru", 32, 1, 30, 64)
     assert cfg.seeds == base["seeds"] == 3 and cfg.time_twin and cfg.batch_size == base["batch_size"]
     assert fused.K == 6
     assert timing.FULL.fused_windows == 11_193 and timing.QUICK.fused_windows < timing.FULL.fused_windows

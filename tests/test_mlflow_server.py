@@ -149,7 +149,7 @@ def test_study_logs_to_mlflow_server(real_data_dir, tmp_path, mlflow_server):
 
     children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parent_id]
     assert len(children) == len(runs) - 1  # every other run is nested under the study's run
-    trials = [r for r in children if tags(r).get("trainable") == "sequence"]
+    trials = [r for r in children if tags(r).get("trainable") == "covid"]
     assert len(trials) == part.total_trials, sorted(tags(r).get("trainable") for r in children)
     # the rest are the baselines logged after the trials
     assert all(tags(r).get("trainable") == "baseline" for r in children if r not in trials)

@@ -1,7 +1,6 @@
 """A study's baseline runs: one set per data setting its trials used, logged once, under the study's parent run."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 from mlflow.tracking import MlflowClient
@@ -9,13 +8,15 @@ from mlflow.tracking import MlflowClient
 from covid_fixture import write_data_dir
 from data.sequence_data import load_source
 from study import tracking
-from study.baselines import BASELINE_TAG, log_baselines
+from study.baselines import log_baselines
+from trainables.registry import BASELINE_TAG, PARENT_TAG
+from trainables.common import flat_config
 from trainables.sequence import SequenceConfig
 
 
 def _trial(client, info, **config):
-    cfg = dataclasses.asdict(SequenceConfig.from_dict(config))
-    run = client.create_run(info.experiment_id, tags={tracking.PARENT_TAG: info.parent_run_id, "trainable": "sequence"})
+    cfg = flat_config(SequenceConfig.from_dict(config))
+    run = client.create_run(info.experiment_id, tags={PARENT_TAG: info.parent_run_id, "trainable": "covid"})
     for k, v in cfg.items():
         client.log_param(run.info.run_id, k, v if isinstance(v, str) else json.dumps(v))
 
@@ -38,7 +39,7 @@ def test_baselines_are_logged_once_per_data_setting(tmp_path):
     assert {("majority", s, L) for s in ("random", "time") for L in ("3", "7")} <= by
     assert {("boosted_trees", "time", "3"), ("logistic", "random", "7")} <= by
     for r in found:
-        assert r.data.tags[tracking.PARENT_TAG] == info.parent_run_id and r.data.tags["trainable"] == "baseline"
+        assert r.data.tags[PARENT_TAG] == info.parent_run_id and r.data.tags["trainable"] == "baseline"
         assert {"train_acc", "val_acc", "test_acc"} <= set(r.data.metrics) and r.info.status == "FINISHED"
         assert r.data.params["trained_split"] == "random" and r.data.params["date_range"] == "full"
     assert log_baselines(info, load_source(str(root), "full")) == (0, 0)  # a resumed study adds nothing

@@ -92,7 +92,7 @@ def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
         assert run.info.status == "FINISHED"
         # every config value, defaults included (selection, threshold, norm were never set by the preset)
         assert {"cell", "seq_len", "hidden_size", "lr", "epochs", "selection", "threshold", "norm"} <= set(run.data.params)
-        assert run.data.tags["trainable"] == "sequence" and run.data.tags["data_hash"]
+        assert run.data.tags["trainable"] == "covid" and run.data.tags["data_hash"]
         history = client.get_metric_history(run.info.run_id, "test_acc")
         assert [m.step for m in history] == [1, 2]
         names = {a.path for a in client.list_artifacts(run.info.run_id, "results")}

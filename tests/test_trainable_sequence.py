@@ -253,7 +253,7 @@ def test_artefacts_are_written(tmp_path):
     assert preds["countries"]["Freedonia"]["iso2"] is None
     assert all(0 <= c["p_increase"] <= 1 and c["p_increase_std"] >= 0 for c in preds["countries"].values())
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
-    cfg = SequenceConfig(**saved["config"])
+    cfg = SequenceConfig.from_dict(saved["config"])
     model = StackedClassifier(cfg.cell, 1, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.model_seeds + cfg.model_seeds)
     model.load_state_dict(saved["state_dict"])
 

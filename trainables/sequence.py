@@ -24,10 +24,8 @@ gather of per-model permutations; losses and correct counts accumulate on the de
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,8 +34,9 @@ from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
-    Report, check_finite, config_from_dict, keep_freed_memory, load_checkpoint, pick_device, rng_state,
-    save_checkpoint, save_model, seed_everything, set_rng_state, write_json,
+    CONFUSION, NESTED, PREDICTIONS, SUMMARY, Report, check_config_values, check_finite, config_from_dict,
+    flat_config, keep_freed_memory, load_checkpoint, pick_device, rng_state, save_checkpoint, save_model,
+    seed_everything, set_rng_state, write_json,
 )
 from trainables.sequence_model import StackedClassifier
 
@@ -53,78 +52,43 @@ PARTS = ("train", "val", "test")
 LIMITS: dict[str, tuple[float, float]] = {
     "hidden_size": (1, 4096), "num_layers": (1, 8), "seq_len": (1, 10_000), "batch_size": (1, 65_536),
     "epochs": (1, 100_000), "seeds": (1, 64), "lr": (1e-8, 10.0), "weight_decay": (0.0, 1.0),
-    "num_threads": (0, 1024), "min_partners": (1, 100_000), "seed": (0, 2**31 - 1),
+    "num_threads": (0, 1024), "min_partners": (1, 100_000), "seed": (0, 2**31 - 1), "dropout": (0.0, 0.99),
 }
+CHOICES = {"cell": ("rnn", "lstm", "gru"), "optimizer": ("adam", "sgd"), "device": ("auto", "cpu", "cuda")}
 
 
 @dataclass(frozen=True)
 class SequenceConfig:
-    """Every key has a default; the data keys are passed on to `data.sequence_data.CovidDataConfig` unchanged."""
+    """Every key has a default. The window keys (seq_len, norm, split, ...) belong to the nested data config,
+    `data.sequence_data.CovidDataConfig`, and are given flat: `from_dict({"seq_len": 14})`."""
 
     cell: str = "gru"                 # rnn | lstm | gru
     hidden_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0              # between stacked layers (torch semantics); ignored with one layer
-    seq_len: int = 30                 # L, days per window
-    # data (see CovidDataConfig for their meaning)
-    date_range: str = "full"
-    revisions: str = "clip"
-    selection: str = "any-pair"
-    threshold: float = 0.7
-    reference: str = "Algeria"
-    min_partners: int = 40
-    label: str = "next-higher"
-    norm: str = "log1p"
-    features: str = "counts"          # counts | counts+weekday | relative | relative+weekday
-    split: str = "random"             # random | time | country
-    train_frac: float = 0.7
-    val_frac: float = 0.15
-    data_dir: str | None = None       # None: the data layer's default (STUDY_DATA_DIR, else the user cache)
+    data: CovidDataConfig = field(default_factory=CovidDataConfig, metadata=NESTED)  # its seed seeds models too
     # optimisation
     optimizer: str = "adam"           # adam | sgd (momentum 0.9)
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 64
     epochs: int = 20
-    seed: int = 0                     # the split's seed and the first model seed
-    seeds: int = 3                    # S: models per split, seeds seed .. seed+S-1
+    seeds: int = 3                    # S: models per split, seeds data.seed .. data.seed+S-1
     device: str = "auto"              # auto | cpu | cuda
     num_threads: int = 0              # torch CPU threads for this trial; 0 leaves the setting alone
     time_twin: bool = True            # also train each seed on the time split (see module docstring)
 
     def __post_init__(self) -> None:
-        choices = {"cell": ("rnn", "lstm", "gru"), "optimizer": ("adam", "sgd"), "device": ("auto", "cpu", "cuda")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"{f.name}={value!r}: expected a number")
-            if f.type == "int" and not float(value).is_integer():
-                raise ValueError(f"{f.name}={value!r}: expected a whole number")
-            if f.type == "float" and not math.isfinite(value):
-                raise ValueError(f"{f.name}={value!r}: must be finite")
-            if f.name in LIMITS and not LIMITS[f.name][0] <= value <= LIMITS[f.name][1]:
-                lo, hi = LIMITS[f.name]
-                raise ValueError(f"{f.name}={value!r}: outside the limits [{lo:g}, {hi:g}]")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout!r}: must be in [0, 1)")
-        for f in ("hidden_size", "num_layers", "seq_len", "batch_size", "epochs", "seeds", "seed", "num_threads",
-                  "min_partners"):
-            object.__setattr__(self, f, int(getattr(self, f)))  # 32.0 from a JSON file means 32
+        check_config_values(self, LIMITS, CHOICES)
+        check_config_values(self.data, LIMITS, {})
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "SequenceConfig":
         return config_from_dict(cls, config)
 
-    def data_config(self) -> CovidDataConfig:
-        names = {f.name for f in dataclasses.fields(CovidDataConfig)}
-        return CovidDataConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
-
     @property
     def model_seeds(self) -> list[int]:
-        return [self.seed + j for j in range(self.seeds)]
+        return [self.data.seed + j for j in range(self.seeds)]
 
 
 # Keys that may change between a checkpoint and its resumption without changing the curve.
@@ -223,22 +187,25 @@ def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, part: str) -> tupl
     return loss, (logits.argmax(-1) == yy).sum(1)
 
 
-def _aggregate(per_model: dict[str, np.ndarray], group: list[str], split: str) -> dict[str, float]:
+def metric_name(part: str, what: str, time_split: bool = False, std: bool = False) -> str:
+    """A metric's name from its parts: part (train/val/test), what (acc/loss), the time split's models, the spread
+    over seeds: val_acc, test_acc_std, test_acc_time, test_acc_time_std."""
+    return f"{part}_{what}" + ("_time" if time_split else "") + ("_std" if std else "")
+
+
+def _aggregate(per_model: dict[tuple[str, str], np.ndarray], group: list[str], split: str) -> dict[str, float]:
     """Mean over seeds of each metric per group, with its sample std when there are two seeds or more."""
     out: dict[str, float] = {}
     groups = np.asarray(group)
-    for name, suffix in (("main", ""), ("time", "_time")):
+    for name in ("main", "time"):
         mask = groups == name
-        if not mask.any():
-            continue
-        for key, values in per_model.items():
-            v = values[mask]
-            out[key + suffix] = float(v.mean())
-            if len(v) > 1:
-                out[f"{key}_std{suffix}".replace("_std_time", "_time_std")] = float(v.std(ddof=1))
-    if split == "time":  # the main models are the leakage-free ones
-        out |= {k.replace("_std", "") + "_time" + ("_std" if k.endswith("_std") else ""): v
-                for k, v in list(out.items())}
+        # Under the time split the main models are the leakage-free ones: their numbers are the *_time ones too.
+        for time_split in ([False, True] if split == "time" else [name == "time"]) if mask.any() else []:
+            for (part, what), values in per_model.items():
+                v = values[mask]
+                out[metric_name(part, what, time_split)] = float(v.mean())
+                if len(v) > 1:
+                    out[metric_name(part, what, time_split, std=True)] = float(v.std(ddof=1))
     return out
 
 
@@ -250,7 +217,7 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
         torch.set_num_threads(cfg.num_threads)
     keep_freed_memory()
     device = pick_device(cfg.device)
-    seed_everything(cfg.seed)  # dropout masks; shuffling and initial weights have a generator per model
+    seed_everything(cfg.data.seed)  # dropout masks; shuffling and initial weights have a generator per model
     x = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x, dtype=np.float32).transpose(1, 0, 2))).to(device)
     y = torch.as_tensor(np.asarray(data.y)).long().to(device)
     stacks = build_stacks(cfg, data, device)
@@ -259,8 +226,8 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
     start, metrics = 1, {}
     if resume_from is not None:
         state = load_checkpoint(resume_from)
-        changed = sorted(k for k, v in state["config"].items()
-                         if k not in RESUMABLE_CHANGES and getattr(cfg, k, None) != v)
+        now = flat_config(cfg)
+        changed = sorted(k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and now.get(k) != v)
         if changed:
             raise ValueError(f"{resume_from}: checkpoint was written with different {', '.join(changed)}")
         for stack, saved in zip(stacks, state["stacks"]):
@@ -273,7 +240,7 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
 
     sizes = {part: torch.tensor([s.parts[part].shape[1] for s in stacks for _ in s.seeds], dtype=torch.float64)
              for part in PARTS}
-    per_model: dict[str, np.ndarray] = {}
+    per_model: dict[tuple[str, str], np.ndarray] = {}
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         sums = {f"{part}_{what}": [] for part in PARTS for what in ("loss", "correct")}
@@ -290,13 +257,13 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
         check_finite(epoch, **{f"{part}_loss": float(named[f"{part}_loss"].sum()) for part in PARTS})
         per_model = {}
         for part in PARTS:
-            per_model[f"{part}_loss"] = (named[f"{part}_loss"] / sizes[part]).numpy()
-            per_model[f"{part}_acc"] = (named[f"{part}_correct"] / sizes[part]).numpy()
+            per_model[part, "loss"] = (named[f"{part}_loss"] / sizes[part]).numpy()
+            per_model[part, "acc"] = (named[f"{part}_correct"] / sizes[part]).numpy()
         metrics = {"epoch": epoch, **_aggregate(per_model, group, data.split),
                    "epoch_time_s": time.perf_counter() - t0}
         if checkpoint_dir is not None:
             save_checkpoint(
-                checkpoint_dir, epoch=epoch, metrics=metrics, config=dataclasses.asdict(cfg), rng=rng_state(torch.Generator()),
+                checkpoint_dir, epoch=epoch, metrics=metrics, config=flat_config(cfg), rng=rng_state(torch.Generator()),
                 stacks=[{"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                          "shuffles": [g.get_state() for g in s.shuffles]} for s in stacks],
             )
@@ -315,7 +282,7 @@ def _train_majority_accuracy(y: np.ndarray, split: Any, part: str = "test") -> f
 
 @torch.no_grad()
 def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, metrics: dict,
-            per_model: dict[str, np.ndarray], artifact_dir) -> dict:
+            per_model: dict[tuple[str, str], np.ndarray], artifact_dir) -> dict:
     """Confusion matrix (summed over the main models) on the test part, P(increase) per country on the next
     unlabelled day (mean and spread over the main models), which models only ever predict one class, artefacts."""
     confusion = torch.zeros(2, 2, dtype=torch.long)
@@ -343,7 +310,7 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
     y_np, main_split = np.asarray(data.y), data.splits[data.split]
     group = [g for s in stacks for g in s.group]
     models = [{"seed": s, "split": data.split if g == "main" else "time",
-               **{k: float(v[i]) for k, v in per_model.items()}}
+               **{metric_name(*k): float(v[i]) for k, v in per_model.items()}}
               for i, (g, s) in enumerate(zip(group, [s for st in stacks for s in st.seeds]))]
     result = {
         **metrics,
@@ -360,9 +327,9 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
         "n_countries_c": len(data.countries_c), "countries_c": list(data.countries_c), "data_hash": data.data_hash,
     }
     if artifact_dir is not None:
-        write_json(artifact_dir, "summary.json", result)
-        write_json(artifact_dir, "confusion.json", result["confusion"])
-        write_json(artifact_dir, "predictions.json", {"date": data.prediction_date, "countries": countries})
+        write_json(artifact_dir, SUMMARY, result)
+        write_json(artifact_dir, CONFUSION, result["confusion"])
+        write_json(artifact_dir, PREDICTIONS, {"date": data.prediction_date, "countries": countries})
         save_model(artifact_dir, cfg, stacks[0].model)
     return result
 
@@ -375,6 +342,6 @@ def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, re
     when its date range differs from the config's).
     """
     cfg = SequenceConfig.from_dict(config)
-    windows = build_sequence_data(cfg.data_config(), source=data)
+    windows = build_sequence_data(cfg.data, source=data)
     return fit(cfg, windows, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                artifact_dir=artifact_dir)

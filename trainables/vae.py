@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables import vae_models
-from trainables.common import (Report, check_finite, config_from_dict, keep_freed_memory, load_checkpoint,
-                               load_safely, pick_device, rng_state, save_checkpoint, save_model, seed_everything,
+from trainables.common import (IMAGES, SUMMARY, Report, check_config_values, check_finite, config_from_dict, keep_freed_memory,
+                               load_checkpoint, load_safely, pick_device, rng_state, save_checkpoint, save_model, seed_everything,
                                set_rng_state, write_json)
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
@@ -56,42 +56,6 @@ VAE_LIMITS: dict[str, tuple[float, float]] = {
 }
 VAE_CHOICES = {"likelihood": ("bernoulli", "gaussian"), "optimizer": ("adam", "adamw", "sgd"),
                "device": ("auto", "cpu", "cuda")}
-
-
-def check_config_values(cfg: Any) -> None:
-    """Types, choices and limits of a VAEConfig: the first bad value is a ValueError naming the key.
-
-    A study checks every fixed run's config in its driver before anything starts, so the message must say
-    which key is wrong and why, in one line.
-    """
-    choices = {"arch": tuple(vae_models.ARCHS), **VAE_CHOICES}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
-    for f in dataclasses.fields(cfg):
-        value, kind = getattr(cfg, f.name), str(f.type)
-        if value is None and "None" in kind:
-            continue
-        if kind.startswith(("int", "float")):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{f.name}={value!r}: expected a number")
-            if not math.isfinite(value):
-                raise ValueError(f"{f.name}={value!r}: must be finite")
-            if kind.startswith("int"):
-                if not float(value).is_integer():
-                    raise ValueError(f"{f.name}={value!r}: expected a whole number")
-                object.__setattr__(cfg, f.name, int(value))  # 32.0 from a JSON file means 32
-        elif kind == "bool" and not isinstance(value, bool):
-            raise ValueError(f"{f.name}={value!r}: expected true or false")
-        elif kind.startswith("str") and not isinstance(value, str):
-            raise ValueError(f"{f.name}={value!r}: expected a string")
-    for key, (lo, hi) in VAE_LIMITS.items():
-        values = getattr(cfg, key)
-        for value in (values if isinstance(values, tuple) else [values]):
-            if value is not None and not lo <= value <= hi:
-                raise ValueError(f"{key}={getattr(cfg, key)!r}: outside the limits [{lo}, {hi}]")
-    if not 0 < cfg.test_frac < 1:
-        raise ValueError(f"test_frac={cfg.test_frac!r}: must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -128,7 +92,9 @@ class VAEConfig:
                        for h in hidden):
                 raise ValueError(f"hidden={self.hidden!r}: expected whole numbers (layer widths)")
             object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
-        check_config_values(self)
+        check_config_values(self, VAE_LIMITS, {"arch": tuple(vae_models.ARCHS), **VAE_CHOICES})
+        if not 0 < self.test_frac < 1:
+            raise ValueError(f"test_frac={self.test_frac!r}: must be in (0, 1)")
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "VAEConfig":
@@ -394,11 +360,11 @@ def write_artifacts(folder, model: VAE, cfg: VAEConfig, summary: dict, test_imag
               "interp": interpolate(model, test_images[0], test_images[min(1, len(test_images) - 1)], steps)}
     buf = io.BytesIO()
     np.savez_compressed(buf, **images)
-    (folder / "images.npz.tmp").write_bytes(buf.getvalue())
-    (folder / "images.npz.tmp").replace(folder / "images.npz")
+    (folder / f"{IMAGES}.tmp").write_bytes(buf.getvalue())
+    (folder / f"{IMAGES}.tmp").replace(folder / IMAGES)
     save_model(folder, cfg, model)
     pairs = np.stack([images["real"], images["recon"]], 1).reshape(-1, *real.shape[1:])  # real, recon, ...
     _png(pairs, 8, folder / "reconstructions.png")
     _png(images["samples"], 8, folder / "samples.png")
     _png(images["interp"], len(images["interp"]), folder / "interpolation.png")
-    write_json(folder, "summary.json", summary)
+    write_json(folder, SUMMARY, summary)

@@ -38,8 +38,8 @@ K = SEEDS * (2 if TIME_TWIN else 1)
 def fused_config(device: str, epochs: int, threads: int):
     from trainables.sequence import SequenceConfig
 
-    return SequenceConfig(epochs=epochs, device=device, seeds=SEEDS, time_twin=TIME_TWIN, seed=0, split="random",
-                          num_threads=threads, **FUSED)
+    return SequenceConfig.from_dict(dict(epochs=epochs, device=device, seeds=SEEDS, time_twin=TIME_TWIN, seed=0, split="random",
+                                        num_threads=threads, **FUSED))
 
 
 def fused_data(n: int):
@@ -104,7 +104,7 @@ def bench_fused(run: BenchRun) -> dict[str, Any]:
     split = data.splits[data.split]
     model = StackedClassifier(cfg.cell, data.x.shape[-1], cfg.hidden_size, cfg.num_layers, cfg.dropout, [0])
     what = (f"K={k} {cfg.cell.upper()}s 1x{cfg.hidden_size} in one trial ({cfg.seeds} seeds x main + time twin) "
-            f"vs {len(models)} plain runs in a row, L={cfg.seq_len}, {len(split.train):,} windows, "
+            f"vs {len(models)} plain runs in a row, L={cfg.data.seq_len}, {len(split.train):,} windows, "
             f"batch {cfg.batch_size}")
     return {
         "workload": "fused", "what": what, "unit": "s/model-epoch", "plain_s": plain_s, "ours_s": ours_s,
@@ -113,7 +113,7 @@ def bench_fused(run: BenchRun) -> dict[str, Any]:
         "k_models": k, "ours_models": ours_models, "plain_runs": [len(rnd) for rnd in plain],
         "plain_models": [{"split": s, "seed": seed} for s, seed in models],
         "seeds": cfg.seeds, "time_twin": cfg.time_twin, "cell": cfg.cell, "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "threads": threads,
+        "num_layers": cfg.num_layers, "seq_len": cfg.data.seq_len, "batch_size": cfg.batch_size, "threads": threads,
         "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
         "n_params_per_model": n_params(model),
         "plain_epochs_s": plain, "ours_epochs_s": ours, "warmup_epochs": sizes.warmup,

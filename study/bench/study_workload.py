@@ -51,7 +51,8 @@ def trial_runs(study_dir: Path) -> list[Any]:
     """The study's trial runs (children of its MLflow run)."""
     from mlflow.tracking import MlflowClient
 
-    from study.tracking import PARENT_TAG, default_uri
+    from study.tracking import default_uri
+    from trainables.registry import PARENT_TAG
 
     client = MlflowClient(default_uri(study_dir))
     exp = client.get_experiment_by_name(study_dir.name)
@@ -70,7 +71,8 @@ def runner_side(part, run: BenchRun, name: str, epoch_time: Callable[[dict], flo
     once-per-study worker start-up, and the overhead per trial (at the trial's start, per epoch report, at the
     end of the run, between trials)."""
     from study.runner import StudySpec, run_study
-    from study.tracking import TRIAL_TAG, default_uri
+    from study.tracking import default_uri
+    from trainables.registry import TRIAL_TAG
 
     concurrent, gpus = study_concurrency(run.device)
     study_dir = run.workdir / name
@@ -179,13 +181,13 @@ def bench_study(run: BenchRun) -> dict:
     plain_epochs: list[list[float]] = []
     for r in part.fixed:
         cfg = SequenceConfig.from_dict({**part.constants, **r})
-        d = build_sequence_data(cfg.data_config(), source=source)
+        d = build_sequence_data(cfg.data, source=source)
         split = d.splits[d.split]
         held = held_out(split)
         plain_epochs.append(bench_plain.sequence_epochs(
             d.x[split.train], d.y[split.train], d.x[held], d.y[held], cell=cfg.cell, hidden_size=cfg.hidden_size,
             num_layers=cfg.num_layers, batch_size=cfg.batch_size, lr=cfg.lr, epochs=part.epochs,
-            device=run.device, seed=cfg.seed))
+            device=run.device, seed=cfg.data.seed))
     plain = plain_side(plain_epochs, torch.get_num_threads())
 
     # (b) the project's runner: Ray Tune trials at 1 CPU each, MLflow tracking, checkpoints every epoch.

@@ -77,7 +77,7 @@ def sequence_config(cell: str, device: str, epochs: int):
     """One model, as the plain loop trains: one seed, no time-split twin."""
     from trainables.sequence import SequenceConfig
 
-    return SequenceConfig(cell=cell, epochs=epochs, device=device, seeds=1, time_twin=False, seed=0, **SEQ)
+    return SequenceConfig.from_dict(dict(cell=cell, epochs=epochs, device=device, seeds=1, time_twin=False, seed=0, **SEQ))
 
 
 def vae_config(workload: str, device: str, epochs: int):
