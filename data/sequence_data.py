@@ -67,23 +67,6 @@ class SequenceData:
         idx = getattr(self.splits[split or self.split], name)
         return self.x[idx], self.y[idx]
 
-    # The configured split's train and test parts, for callers that only need two (e.g. the plain-loop benchmark).
-    @property
-    def x_train(self) -> np.ndarray:
-        return self.part("train")[0]
-
-    @property
-    def y_train(self) -> np.ndarray:
-        return self.part("train")[1]
-
-    @property
-    def x_test(self) -> np.ndarray:
-        return self.part("test")[0]
-
-    @property
-    def y_test(self) -> np.ndarray:
-        return self.part("test")[1]
-
 
 def file_hash(path: Path) -> str:
     """Short content hash so a result can be traced to the exact CSV (the CSSE file changed daily until 2023)."""

@@ -122,11 +122,11 @@ def check_fixed_configs(parts: list[Any], extra_runs: int = 0) -> None:
     and the key in one line, instead of failing inside Ray after the study folder and its runs exist.
     """
     for part in parts:
-        cls = registry.get(part.kind).config_cls
+        cls = registry.get(part.trainable).config_cls
         try:
             cls.from_dict({k: v for k, v in part.constants.items() if k not in STUDY_KEYS})
         except (ValueError, TypeError) as err:
-            raise FlagError(f"{part.kind} settings (preset constants and flags): {err}") from None
+            raise FlagError(f"{part.trainable} settings (the study file's constants and --set): {err}") from None
         first_extra = len(part.fixed) - extra_runs
         for i, run in enumerate(part.fixed):
             config = {k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS}
@@ -134,7 +134,7 @@ def check_fixed_configs(parts: list[Any], extra_runs: int = 0) -> None:
                 cls.from_dict(config)
             except (ValueError, TypeError) as err:
                 which = (f"--fixed run {i - first_extra + 1}" if i >= first_extra
-                         else f"{part.kind} fixed run {i + 1} of the preset")
+                         else f"{part.trainable} fixed run {i + 1} of the study file")
                 raise FlagError(f"{which} {_short(run)}: {err}") from None
 
 

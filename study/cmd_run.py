@@ -7,14 +7,18 @@ import os
 import time
 from pathlib import Path
 
+from study import studyfile
 from study.cli import UsageError
-from study.presets import KINDS, PRESETS
+from trainables.registry import STUDY_STATE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a study: Ray Tune trials searched by Optuna, tracked in MLflow")
-    run.add_argument("target", choices=list(KINDS), help="covid, vae, or homework (both)")
-    run.add_argument("--preset", default="homework", choices=list(PRESETS))
+    run.add_argument("target", metavar="STUDY",
+                     help="a study file (TOML; see `study preset show homework`), or covid, vae or homework: "
+                          "that part of a preset (homework: both)")
+    run.add_argument("--preset", choices=studyfile.preset_names(),
+                     help="with covid, vae or homework: the preset file (default homework)")
     run.add_argument("--num-samples", type=int, help="search trials per part on top of the fixed runs")
     run.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -26,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="an existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
     run.add_argument("--storage", default="studies", help="folder of study folders (default ./studies)")
     run.add_argument("--mlflow-uri", help="tracking URI (default: sqlite store in the study folder)")
-    run.add_argument("--name", help="study name (default TARGET-PRESET-TIMESTAMP)")
+    run.add_argument("--name", help="study name (default: the file's name, else STUDY-PRESET-TIMESTAMP)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--fixed", help="extra fixed runs: a JSON list of configs, or a path to a JSON file of one")
     run.add_argument("--data-dir", help="data folder (default: $STUDY_DATA_DIR, else the per-user cache)")
@@ -71,13 +75,14 @@ def _validate(args: argparse.Namespace) -> None:
         checks.check_local_gpus(args.gpus_per_trial)
 
 
-def _fixed_runs(value: str | None, target: str) -> list[dict]:
+def _fixed_runs(value: str | None, study: studyfile.StudyFile) -> list[dict]:
     from study import checks
 
     if not value:
         return []
-    if target == "homework":
-        raise checks.FlagError("--fixed needs one trainable: use it with `study run covid` or `study run vae`")
+    if len(study.parts) != 1:
+        raise checks.FlagError("--fixed needs a study of one trainable: use it with `study run covid`, "
+                               "`study run vae` or a file of one part")
     text = value
     if not value.lstrip().startswith("["):  # else a path to a JSON file (a long JSON text is no file name)
         try:
@@ -94,8 +99,8 @@ def _fixed_runs(value: str | None, target: str) -> list[dict]:
     return runs
 
 
-def _settings(values: list[str], target: str, preset: str) -> dict:
-    from study.runner import check_settings
+def _settings(values: list[str], study: studyfile.StudyFile, source: str) -> dict:
+    from study.spec import check_settings
 
     out = {}
     for item in values:
@@ -108,7 +113,7 @@ def _settings(values: list[str], target: str, preset: str) -> dict:
             value = raw  # plain text: --set date_range=full
         out[key.strip()] = value
     try:
-        check_settings(target, preset, out)
+        check_settings(study, out, source)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return out
@@ -116,20 +121,25 @@ def _settings(values: list[str], target: str, preset: str) -> dict:
 
 def _run(args: argparse.Namespace) -> int:
     _validate(args)
-    extra_fixed = _fixed_runs(args.fixed, args.target)
-    settings = _settings(args.settings, args.target, args.preset)
-    from study.runner import StudySpec, run_study
+    study, stem = studyfile.resolve(args.target, args.preset)
+    source = f"the {args.preset or 'homework'} preset" if args.target in studyfile.TARGETS else args.target
+    extra_fixed = _fixed_runs(args.fixed, study)
+    settings = _settings(args.settings, study, source)
+    from study.runner import run_study
+    from study.spec import StudySpec, with_overrides
     from study.tracking import default_uri
 
-    name = args.name or f"{args.target}-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    preset = (args.preset or "homework") if args.target in studyfile.TARGETS else None
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    name = args.name or study.name or (f"{stem}-{preset}-{stamp}" if preset else f"{stem}-{stamp}")
     study_dir = Path(args.storage).resolve() / name
-    if (study_dir / "study.json").exists():
+    if (study_dir / STUDY_STATE).exists():
         raise UsageError(f"{study_dir} already holds a study; continue it with `study resume {study_dir}` or pick --name")
     data_dir = args.data_dir
     if data_dir is None and os.environ.get("STUDY_DATA_DIR"):
         data_dir = os.environ["STUDY_DATA_DIR"]  # trials on other nodes may not share our environment
     spec = StudySpec(
-        target=args.target, preset=args.preset, name=name, study_dir=str(study_dir),
+        target=args.target, preset=preset, name=name, study_dir=str(study_dir),
         mlflow_uri=args.mlflow_uri or default_uri(study_dir), seed=args.seed, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         scheduler=args.scheduler, max_failures=args.max_failures, address=args.address,
@@ -138,12 +148,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     from study.checks import check_fixed_configs
 
-    check_fixed_configs(spec.parts(), len(extra_fixed))
-    return run_study(spec)
+    study = with_overrides(study, spec)
+    check_fixed_configs(spec.parts(study), len(extra_fixed))
+    # Read back as the folder will hold it: every override meets the same checks as a file's own values.
+    study = studyfile.parse(studyfile.dumps(study), f"{source} with the command line's settings")
+    return run_study(spec, study)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from study.runner import load_spec, run_study
+    from study.runner import run_study
+    from study.spec import load_spec
 
     from study import checks
     from study.local_ray import check_ray_address

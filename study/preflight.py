@@ -15,7 +15,7 @@ from trainables.registry import STUDY_KEYS
 
 def _configs(part: Any) -> list[tuple[str, Any]]:
     """(label, trainable config) of the part's settings (what search trials start from) and of each fixed run."""
-    cls = registry.get(part.kind).config_cls
+    cls = registry.get(part.trainable).config_cls
     runs = [("settings", {})] + [(f"fixed run {i + 1}", run) for i, run in enumerate(part.fixed)]
     return [(label, cls.from_dict({k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS}))
             for label, run in runs]
@@ -27,19 +27,19 @@ def check_part_data(part: Any, dataset: Any) -> list[str]:
     Returns warning lines (a fixed run that will fail while others run): the study goes on with the rest and
     counts the failure at the end.
     """
-    check = _covid_problem if part.kind == "covid" else _faces_problem
+    check = _covid_problem if part.trainable == "covid" else _faces_problem
     seen: dict[Any, DataError | None] = {}
     problems: list[tuple[str, DataError]] = []
     configs = _configs(part)
     for label, cfg in configs:
-        key = _data_key(part.kind, cfg)
+        key = _data_key(part.trainable, cfg)
         if key not in seen:
             seen[key] = check(cfg, dataset)
         if seen[key] is not None:
             problems.append((label, seen[key]))
     if len(problems) == len(configs):
         raise problems[0][1]
-    return [f"{part.kind} {label} will fail: {err}" for label, err in problems if label != "settings"]
+    return [f"{part.trainable} {label} will fail: {err}" for label, err in problems if label != "settings"]
 
 
 def _data_key(kind: str, cfg: Any) -> Any:

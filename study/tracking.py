@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from study.space import storage_url
+from study.studyfile import space_spec
 from trainables.registry import COMMIT_TAG, MLFLOW_DB, PARENT_TAG, RUN_RESULTS, TRIAL_TAG
 
 
@@ -67,7 +70,7 @@ def start_study(uri: str, name: str, tags: dict[str, str], artifact_location: st
     if params:
         client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in sorted({**params, "git_commit": commit}.items())])
     for file_name, doc in (files or {}).items():
-        client.log_text(run_id, json.dumps(doc, indent=2, default=str), file_name)
+        client.log_text(run_id, doc if isinstance(doc, str) else json.dumps(doc, indent=2, default=str), file_name)
     return TrackingInfo(uri=uri, experiment_id=experiment_id, parent_run_id=run_id, git_commit=commit)
 
 
@@ -99,13 +102,11 @@ def study_params(settings: dict[str, Any], parts: list[Any]) -> dict[str, str]:
     out["extra_fixed_runs"] = len(settings.get("extra_fixed") or [])
     for key in ("num_samples", "max_concurrent", "scheduler", "epochs"):
         if out.get(key) is None:
-            out[key] = "auto" if key == "max_concurrent" else "preset"
+            out[key] = "auto" if key == "max_concurrent" else "file"
     if settings.get("study_dir"):
-        from study.space import storage_url
-
         out["optuna_storage"] = storage_url(settings["study_dir"])
     for part in parts:
-        out.update({f"{part.kind}.{k}": v for k, v in {
+        out.update({f"{part.trainable}.{k}": v for k, v in {
             "epochs": part.epochs, "num_samples": part.num_samples, "fixed_runs": len(part.fixed),
             "trials": part.total_trials, "scheduler": part.scheduler, "metric": part.metric, "mode": part.mode,
             "grace_period": part.grace_period}.items()})
@@ -114,9 +115,10 @@ def study_params(settings: dict[str, Any], parts: list[Any]) -> dict[str, str]:
 
 def search_spaces(parts: list[Any]) -> dict[str, Any]:
     """Each part's search as run: space, objective, budget and the fixed runs given to Optuna first."""
-    return {part.kind: {"space": part.space, "metric": part.metric, "mode": part.mode, "epochs": part.epochs,
-                        "num_samples": part.num_samples, "scheduler": part.scheduler,
-                        "grace_period": part.grace_period, "constants": part.constants, "fixed": part.fixed}
+    return {part.trainable: {"space": {k: space_spec(d) for k, d in part.space.items()}, "metric": part.metric,
+                             "mode": part.mode, "epochs": part.epochs, "num_samples": part.num_samples,
+                             "scheduler": part.scheduler, "grace_period": part.grace_period,
+                             "constants": part.constants, "fixed": part.fixed}
             for part in parts}
 
 
@@ -153,8 +155,6 @@ def _param(value: Any) -> str:
 
 def log_epoch(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
     """One batch call per epoch: every numeric metric with the epoch as its step."""
-    import time
-
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 import torch
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from study import tracking
@@ -43,9 +44,9 @@ def quiet_exit_in_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info: TrackingInfo,
+def run_trial(config: dict[str, Any], *, trainable_name: str, dataset: Any, tracking_info: TrackingInfo,
               data_hash: str, threads: int) -> None:
-    """Run one trial of `kind` on the preloaded `dataset` (shared through the object store, not re-read)."""
+    """Run one trial of the trainable named `trainable_name` on the preloaded `dataset` (shared through the object store, not re-read)."""
     # Ray logs a line per persisted checkpoint (one per epoch); the progress table is enough.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     quiet_exit_in_callbacks()
@@ -56,9 +57,9 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
     train_config.setdefault("num_threads", threads)
     if threads > 0:
         torch.set_num_threads(threads)
-    trainable = registry.get(kind)
+    found = registry.get(trainable_name)
     try:
-        params = trainable.full_config(train_config)
+        params = found.full_config(train_config)
     except (ValueError, TypeError) as err:  # a bad key: still log the run, then fail it
         params = train_config
         config_error: Exception | None = err
@@ -66,7 +67,7 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
         config_error = None
     run_id = tracking.trial_run(
         tracking_info, trial_id, trial_name,
-        tags={TRAINABLE_TAG: kind, GROUP_TAG: group, DATA_HASH_TAG: data_hash,
+        tags={TRAINABLE_TAG: trainable_name, GROUP_TAG: group, DATA_HASH_TAG: data_hash,
               NODE_TAG: ray.get_runtime_context().get_node_id()},
         params=params,
     )
@@ -86,7 +87,7 @@ def run_trial(config: dict[str, Any], *, kind: str, dataset: Any, tracking_info:
         try:
             if config_error is not None:
                 raise config_error
-            trainable.train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+            found.train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                   artifact_dir=artifact_dir, data=dataset)
         except Exception as err:
             tracking.end_trial(uri, run_id, "FAILED", tags={
@@ -107,8 +108,6 @@ class CloseStoppedRuns(tune.Callback):
         self.uri, self.experiment_id, self.epochs = uri, experiment_id, int(epochs)
 
     def _close(self, trial: Any, status: str, tags: dict[str, str]) -> None:
-        from mlflow.tracking import MlflowClient
-
         client = MlflowClient(self.uri)
         runs = client.search_runs(
             [self.experiment_id],

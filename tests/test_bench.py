@@ -93,10 +93,10 @@ def test_plain_loops_and_our_fit_run_on_tiny_data() -> None:
 
 
 def test_study_workload_is_the_homework_presets_first_fixed_runs() -> None:
-    from study.presets import PRESETS
+    from study.studyfile import preset_part
 
     part = study_workload.study_part(timing.FULL, "cpu", "/data")
-    assert len(part.fixed) == 16 and part.fixed == PRESETS["homework"]["covid"].fixed[:16]
+    assert len(part.fixed) == 16 and part.fixed == preset_part("homework", "covid").fixed[:16]
     assert part.total_trials == 16 and part.scheduler == "none" and part.epochs == 10
     assert part.constants["time_twin"] is False and part.constants["seeds"] == 1  # one model, as each plain loop
     assert part.constants["batch_size"] == 64
@@ -104,9 +104,9 @@ def test_study_workload_is_the_homework_presets_first_fixed_runs() -> None:
 
 
 def test_vae_study_workload_is_the_homework_presets_vae_part_on_fewer_faces() -> None:
-    from study.presets import PRESETS
+    from study.studyfile import preset_part
 
-    base = PRESETS["homework"]["vae"]
+    base = preset_part("homework", "vae")
     part = vae_study.vae_study_part(timing.FULL, "cpu", "/data")
     assert part.fixed[:3] == base.fixed and part.fixed[3] == dict(base.fixed[0], seed=1)
     assert part.total_trials == 4 and part.scheduler == "none" and part.epochs == timing.FULL.vae_study_epochs
@@ -162,10 +162,10 @@ def test_the_registry_runs_every_workload_the_command_offers() -> None:
 
 
 def test_fused_workload_is_what_a_homework_covid_trial_trains() -> None:
-    from study.presets import PRESETS
+    from study.studyfile import preset_part
     from trainables import sequence
 
-    base = PRESETS["homework"]["covid"].constants
+    base = preset_part("homework", "covid").constants
     cfg = fused.fused_config("cpu", 3, 1)
     assert (cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.data.seq_len, cfg.batch_size) == ("gru", 32, 1, 30, 64)
     assert cfg.seeds == base["seeds"] == 3 and cfg.time_twin and cfg.batch_size == base["batch_size"]

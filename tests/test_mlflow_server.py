@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from study.presets import PRESETS
+from study.studyfile import preset_part
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_study_logs_to_mlflow_server(real_data_dir, tmp_path, mlflow_server):
     pp = params(parent)
     assert pp["target"] == "covid" and pp["preset"] == "smoke" and pp["name"] == "srv"
     assert pp["mlflow_uri"] == base
-    part = PRESETS["smoke"]["covid"]
+    part = preset_part("smoke", "covid")
     assert pp["covid.trials"] == str(part.total_trials)
 
     children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parent_id]

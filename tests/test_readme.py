@@ -33,6 +33,8 @@ def _study_commands() -> list[list[str]]:
             words = shlex.split(part.strip())
             while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value study ...
                 words = words[1:]
+            if ">" in words:  # a redirection is the shell's, not the command's
+                words = words[:words.index(">")]
             if words[:1] == ["study"]:
                 out.append(words[1:])
     # and the inline ones a sentence gives in full: `study run ...` with flags

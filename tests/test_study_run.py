@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ray_nodes import ray_nodes
-from study.presets import PRESETS
+from study.studyfile import preset_part
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def tune_trials(study_dir: Path, part: str) -> list[dict]:
 def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
     proc = study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "smoke",
                  "--max-concurrent", "2", "--scheduler", "none")
-    assert f"best {PRESETS['smoke']['covid'].metric}" in proc.stdout
+    assert f"best {preset_part('smoke', 'covid').metric}" in proc.stdout
     # a clean study prints no traceback (a trial actor still exiting at Ray's shutdown used to print one)
     assert "Traceback" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     assert "study: done." in proc.stdout and "0 errored" in proc.stdout
@@ -86,7 +86,7 @@ def test_smoke_covid_is_tracked_in_mlflow(real_data_dir, tmp_path):
     # the study folder holds everything: the runs' artefacts too, not ./mlruns of the working directory
     assert parent.info.artifact_uri.startswith((study_dir / "artifacts").as_uri())
     assert not (ROOT / "mlruns").exists()
-    part = PRESETS["smoke"]["covid"]
+    part = preset_part("smoke", "covid")
     assert len(children) == part.total_trials
     for run in children:
         assert run.info.status == "FINISHED"
@@ -110,7 +110,7 @@ def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
     proc = study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "fail",
                  "--num-samples", "0", "--scheduler", "none", "--fixed", bad, check=False)
     # the driver saw it coming (one warning), the study ran the rest, and the exit code says a trial errored
-    trials = len(PRESETS["smoke"]["covid"].fixed) + 1
+    trials = len(preset_part("smoke", "covid").fixed) + 1
     assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
     assert [line for line in proc.stdout.splitlines() if line.startswith("study: warning:")] == [
         line for line in proc.stdout.splitlines() if "fixed run" in line and "will fail" in line]
@@ -118,7 +118,7 @@ def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
     assert "study: done." not in proc.stdout
     _, _, children = store(tmp_path / "fail")
     status = sorted(r.info.status for r in children)
-    assert status == ["FAILED"] + ["FINISHED"] * len(PRESETS["smoke"]["covid"].fixed), status
+    assert status == ["FAILED"] + ["FINISHED"] * len(preset_part("smoke", "covid").fixed), status
     failed = next(r for r in children if r.info.status == "FAILED")
     assert "longer than" in failed.data.tags["error"] or "seq_len" in failed.data.tags["error"]
     states = {t.user_attrs["ray_trial_id"]: t.state.name for t in optuna_trials(tmp_path / "fail", "covid")}
@@ -136,8 +136,8 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     assert "study resume" in out
     client, _, before = store(study_dir)
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
-    assert_one_optuna_trial_per_ray_trial(study_dir, PRESETS["smoke"]["covid"], client, before, states=False)
-    total = len(PRESETS["smoke"]["covid"].fixed) + 4
+    assert_one_optuna_trial_per_ray_trial(study_dir, preset_part("smoke", "covid"), client, before, states=False)
+    total = len(preset_part("smoke", "covid").fixed) + 4
     assert 2 <= len(finished_before) < total
 
     study("resume", str(study_dir))
@@ -151,7 +151,7 @@ def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
         if run.info.run_id in finished_before:  # kept, not rerun
             assert run.info.end_time == finished_before[run.info.run_id]
     # the resumed search went on in the same Optuna storage: still one Optuna trial per Ray trial
-    assert_one_optuna_trial_per_ray_trial(study_dir, PRESETS["smoke"]["covid"], client, children)
+    assert_one_optuna_trial_per_ray_trial(study_dir, preset_part("smoke", "covid"), client, children)
 
 
 
@@ -189,7 +189,7 @@ def test_two_node_cluster(real_data_dir, tmp_path):
               "--address", f"127.0.0.1:{port}", "--num-samples", "2", "--max-concurrent", "2",
               "--scheduler", "none", env={"RAY_AUTH_MODE": "disabled"})
     _, parent, children = store(tmp_path / "cluster")
-    assert parent.info.status == "FINISHED" and len(children) == len(PRESETS["smoke"]["covid"].fixed) + 2
+    assert parent.info.status == "FINISHED" and len(children) == len(preset_part("smoke", "covid").fixed) + 2
     nodes = {r.data.tags["ray.node_id"] for r in children}
     assert len(nodes) == 2, nodes
 
@@ -228,7 +228,7 @@ def assert_one_optuna_trial_per_ray_trial(study_dir: Path, part, client: MlflowC
     driver heard of its end, and the trial asked for last may not have opened its run yet.
     """
     children = [r for r in children if "ray.trial_id" in r.data.tags]  # trials, not the study's other runs
-    trials = optuna_trials(study_dir, part.kind)
+    trials = optuna_trials(study_dir, part.trainable)
     by_ray = {t.user_attrs["ray_trial_id"]: t for t in trials}
     assert len(by_ray) == len(trials)
     if states:
@@ -262,13 +262,13 @@ def test_smoke_covid_keeps_optuna_storage_and_parent_settings(real_data_dir, tmp
     study("run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "optuna", "--seed", "1")
     study_dir = tmp_path / "optuna"
     client, parent, children = store(study_dir)
-    part = PRESETS["smoke"]["covid"]
+    part = preset_part("smoke", "covid")
     assert len(children) == part.total_trials
     assert_one_optuna_trial_per_ray_trial(study_dir, part, client, children)
     params = parent.data.params
     assert {k: params[k] for k in ("target", "preset", "seed", "num_samples", "epochs", "scheduler", "address")} == {
-        "target": "covid", "preset": "smoke", "seed": "1", "num_samples": "preset", "epochs": "preset",
-        "scheduler": "preset", "address": "local"}
+        "target": "covid", "preset": "smoke", "seed": "1", "num_samples": "file", "epochs": "file",
+        "scheduler": "file", "address": "local"}
     assert params["covid.scheduler"] == part.scheduler and params["covid.trials"] == str(part.total_trials)
     assert params["optuna_storage"] == f"sqlite:///{study_dir / 'optuna.db'}"
     space = json.loads(Path(client.download_artifacts(parent.info.run_id, "search_space.json", str(tmp_path))).read_text())

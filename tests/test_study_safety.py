@@ -209,27 +209,29 @@ def test_data_on_which_every_trial_fails_is_one_line_before_ray(target, real_dat
 
 def test_preflight_warns_of_one_failing_fixed_run(real_data_dir):
     from study.preflight import check_part_data
-    from study.runner import StudySpec, load_dataset
+    from study import studyfile
+    from study.spec import StudySpec, with_overrides
+    from study.tune_part import load_dataset
 
     spec = StudySpec(target="covid", preset="smoke", name="x", study_dir="unused", mlflow_uri="",
                      data_dir=str(real_data_dir), extra_fixed=[{"seq_len": 500}])
-    part = spec.parts()[0]
+    part = spec.parts(with_overrides(studyfile.resolve("covid", "smoke")[0], spec))[0]
     warnings = check_part_data(part, load_dataset(part)[0])
     assert len(warnings) == 1 and f"fixed run {len(part.fixed)} will fail" in warnings[0]
 
 
 def test_faces_preflight_names_the_minimum():
     from study.preflight import check_part_data
-    from study.presets import PRESETS
+    from study.studyfile import preset_part
 
     class Faces:
         images = np.zeros((5, 3, 4, 4), np.uint8)
         source = Path("faces.zip")
 
     with pytest.raises(DataError, match="at least 6 images"):
-        check_part_data(PRESETS["smoke"]["vae"], Faces())
+        check_part_data(preset_part("smoke", "vae"), Faces())
     Faces.images = np.zeros((6, 3, 4, 4), np.uint8)
-    assert check_part_data(PRESETS["smoke"]["vae"], Faces()) == []
+    assert check_part_data(preset_part("smoke", "vae"), Faces()) == []
 
 
 # ------------------------------------------------------------------------------------------------------ lock
@@ -261,7 +263,8 @@ with study_lock(sys.argv[1]):
 
 def test_a_held_study_folder_refuses_run_and_resume(real_data_dir, tmp_path):
     """Another driver holds the folder: `study run` with its name and `study resume` of it are one line, exit 2."""
-    from study.runner import StudySpec, save_spec
+    from study import studyfile
+    from study.spec import StudySpec, save_spec
     from study.tracking import default_uri
 
     study_dir = tmp_path / "studies" / "busy"
@@ -278,6 +281,7 @@ def test_a_held_study_folder_refuses_run_and_resume(real_data_dir, tmp_path):
                          mlflow_uri=default_uri(study_dir), data_dir=str(real_data_dir), parent_run_id="0" * 32,
                          experiment_id="1")
         save_spec(spec)
+        (study_dir / "study.toml").write_text(studyfile.dumps(studyfile.resolve("covid", "smoke")[0]))
         proc = _subprocess_study(tmp_path, "resume", str(study_dir))
         lines = (proc.stdout + proc.stderr).strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "another `study run` or `study resume`" in lines[0], lines

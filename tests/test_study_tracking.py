@@ -6,15 +6,15 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from study import tracking
-from study.runner import StudySpec
+from study import studyfile, tracking
+from study.spec import StudySpec, with_overrides
 
 
 def test_parent_run_has_the_settings_and_the_search_space(tmp_path):
     spec = StudySpec(target="homework", preset="smoke", name="p", study_dir=str(tmp_path / "p"),
                      mlflow_uri="http://alice:s3cret@127.0.0.1:5000/?token=abc", seed=3, epochs=4,
                      gpus_per_trial=0.25, extra_fixed=[{"cell": "gru"}])
-    parts = spec.parts()
+    parts = spec.parts(with_overrides(studyfile.resolve("homework", "smoke")[0], spec))
     uri = tracking.default_uri(tmp_path)
     info = tracking.start_study(uri, "p", {"study.kind": "homework"}, artifact_location=(tmp_path / "a").as_uri(),
                                 params=tracking.study_params(dataclasses.asdict(spec), parts),
@@ -23,8 +23,8 @@ def test_parent_run_has_the_settings_and_the_search_space(tmp_path):
     params = client.get_run(info.parent_run_id).data.params
     assert {k: params[k] for k in ("target", "preset", "seed", "epochs", "num_samples", "scheduler",
                                    "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address")} == {
-        "target": "homework", "preset": "smoke", "seed": "3", "epochs": "4", "num_samples": "preset",
-        "scheduler": "preset", "max_concurrent": "auto", "cpus_per_trial": "1.0", "gpus_per_trial": "0.25",
+        "target": "homework", "preset": "smoke", "seed": "3", "epochs": "4", "num_samples": "file",
+        "scheduler": "file", "max_concurrent": "auto", "cpus_per_trial": "1.0", "gpus_per_trial": "0.25",
         "address": "local"}
     assert params["covid.epochs"] == "4" and params["vae.epochs"] == "4"
     assert params["covid.scheduler"] == "asha" and params["vae.scheduler"] == "none"
@@ -37,7 +37,7 @@ def test_parent_run_has_the_settings_and_the_search_space(tmp_path):
     assert not {"parent_run_id", "experiment_id", "done"} & set(params)
     doc = json.loads((tmp_path / "a" / info.parent_run_id / "artifacts" / "search_space.json").read_text())
     assert set(doc) == {"covid", "vae"}
-    assert doc["covid"]["space"]["cell"] == ["categorical", ["rnn", "lstm", "gru"]]
+    assert doc["covid"]["space"]["cell"] == {"choices": ["rnn", "lstm", "gru"]}
     assert doc["covid"]["fixed"][-1] == {"cell": "gru"} and doc["vae"]["metric"] == parts[1].metric
 
 

@@ -12,7 +12,6 @@ from torch.nn import functional as F
 from data.sequence_data import SequenceData, load_source
 from data.windows import Split
 from trainables.common import NonFiniteLossError
-from trainables.rnn_cells import ManualRNN
 from trainables.sequence import SequenceConfig, fit, train
 from trainables.sequence_model import StackedClassifier
 
@@ -20,25 +19,6 @@ TORCH_CELLS = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 
 # ------------------------------------------------------------------------------------------- the cells
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_manual_cells_match_torch_outputs_and_gradients(cell, layers):
-    torch.manual_seed(0)
-    ref = TORCH_CELLS[cell](3, 5, layers, batch_first=True).double()
-    man = ManualRNN(cell, 3, 5, layers).double()
-    assert [n for n, _ in man.named_parameters()] == [n for n, _ in ref.named_parameters()]
-    man.load_state_dict(ref.state_dict())
-    x = torch.randn(4, 7, 3, dtype=torch.float64)
-    xr, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_r, h_r = ref(xr)
-    out_m, h_m = man(xm)
-    torch.testing.assert_close(out_m, out_r)
-    w = torch.randn_like(out_r)
-    (out_r * w).sum().backward()
-    (out_m * w).sum().backward()
-    torch.testing.assert_close(xm.grad, xr.grad)
-
-
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_stacked_classifier_model_k_is_torch_nn_with_its_weights(cell, layers):

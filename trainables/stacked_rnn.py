@@ -2,7 +2,7 @@
 
 Why by hand: a trial trains one config under several seeds and two splits, K small models of the same shape.
 Stacked, their per-step matmuls become one batched matmul, so K models cost about as many kernel launches as one.
-Through autograd, though, each time step of the hand-written cells (`rnn_cells.layer_forward`) records a dozen
+Through autograd, though, each time step of hand-written cells (an earlier version of this module) records a dozen
 nodes and the graph bookkeeping, not the arithmetic, dominated: K=6 GRUs of hidden 32 trained only 1.2x faster
 than six `torch.nn.GRU`s one after another on a 2-core CPU. Here each forward step is a few tensor ops writing
 into preallocated buffers; the GRU's backward first computes, for all steps at once, the factors it multiplies

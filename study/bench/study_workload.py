@@ -70,23 +70,25 @@ def runner_side(part, run: BenchRun, name: str, epoch_time: Callable[[dict], flo
     """Run `part` through `run_study` and split its time: epochs (`epoch_time` of each reported result), the
     once-per-study worker start-up, and the overhead per trial (at the trial's start, per epoch report, at the
     end of the run, between trials)."""
-    from study.runner import StudySpec, run_study
+    from study.runner import run_study
+    from study.spec import StudySpec
+    from study.studyfile import StudyFile
     from study.tracking import default_uri
     from trainables.registry import TRIAL_TAG
 
     concurrent, gpus = study_concurrency(run.device)
     study_dir = run.workdir / name
-    spec = StudySpec(target=part.kind, preset="homework", name=name, study_dir=str(study_dir),
+    spec = StudySpec(target=part.trainable, preset="homework", name=name, study_dir=str(study_dir),
                      mlflow_uri=default_uri(study_dir), cpus_per_trial=1.0, gpus_per_trial=gpus,
                      max_concurrent=concurrent, data_dir=part.constants.get("data_dir"))
     t0 = time.perf_counter()
-    rc = run_study(spec, parts=[part])
+    rc = run_study(spec, StudyFile(name=None, parts=[part]))
     end_to_end = time.perf_counter() - t0
     summary = json.loads((study_dir / "summary.json").read_text())[-1]
     trials = len(part.fixed)
     if rc != 0 or summary["errored"] or summary["trials"] != trials:
         raise RuntimeError(f"bench study did not finish cleanly (exit {rc}): {summary}")
-    results = _trial_results(study_dir / part.kind)
+    results = _trial_results(study_dir / part.trainable)
     epochs_s = sum(epoch_time(r) for rs in results.values() for r in rs)
     # Ray's time_this_iter_s runs from one tune.report to the next: beyond the epoch it holds the previous
     # epoch's checkpoint write, MLflow logging and tune.report (and, for the first, the trial's start-up).
@@ -140,9 +142,9 @@ def study_row(workload: str, what: str, plain: dict[str, Any], ours: dict[str, A
 def study_part(sizes: Sizes, device: str, data_dir: str):
     """The homework preset's covid part cut to its first N fixed runs, no search, no scheduler; one model per trial
     (one seed, no time twin), as each plain loop trains one (`study.bench.fused` times a trial's K models)."""
-    from study.presets import PRESETS
+    from study.studyfile import preset_part
 
-    base = PRESETS["homework"]["covid"]
+    base = preset_part("homework", "covid")
     constants = dict(base.constants, epochs=sizes.study_epochs, seeds=1, time_twin=False, device=device,
                      data_dir=data_dir)
     return dataclasses.replace(base, constants=constants, fixed=[dict(r) for r in base.fixed[:sizes.study_trials]],

@@ -23,9 +23,9 @@ from study.bench.workloads import vae_hidden
 
 def vae_study_part(sizes: Sizes, device: str, data_dir: str):
     """The homework preset's VAE part on fewer faces and epochs: its fixed runs (+ the first with seed 1)."""
-    from study.presets import PRESETS
+    from study.studyfile import preset_part
 
-    base = PRESETS["homework"]["vae"]
+    base = preset_part("homework", "vae")
     fixed = [dict(r) for r in base.fixed] + [dict(base.fixed[0], seed=1)]
     constants = dict(base.constants, epochs=sizes.vae_study_epochs, max_images=sizes.vae_study_images,
                      device=device, data_dir=data_dir)

@@ -1,0 +1,117 @@
+"""What a study is: the flags `study run` was given (study.json) and the study file it runs (study.toml).
+
+A study folder holds both, the MLflow store (`mlflow.db`, unless --mlflow-uri names another), the Optuna
+storage and one Tune experiment folder per part, so `study resume DIR` takes nothing else. The study file is
+written once, with the overrides (--set, --fixed, --epochs, --num-samples, --scheduler) applied: it is the
+study as it runs, and `study run DIR/study.toml` runs it again. Seed and data folder stay run settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.errors import DataError
+from study import studyfile
+from study.studyfile import Part, StudyFile
+from trainables import registry
+from trainables.common import config_keys
+from trainables.registry import STUDY_FILE, STUDY_STATE
+
+
+@dataclass
+class StudySpec:
+    """Everything `study run` was asked, plus the state that resume needs; saved as study.json."""
+
+    target: str                            # covid | vae | homework (a preset's parts) | the study file's path
+    preset: str | None
+    name: str
+    study_dir: str
+    mlflow_uri: str
+    seed: int = 0
+    num_samples: int | None = None        # the flags as given (already applied to the study file)
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    scheduler: str | None = None
+    max_failures: int = 0
+    address: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    extra_fixed: list[dict] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    git_commit: str | None = None
+    done: list[str] = field(default_factory=list)
+
+    def parts(self, study: StudyFile | None = None) -> list[Part]:
+        """The parts as trials run them: the study file's (the folder's copy by default), with this run's seed
+        added to each part's seed and the data folder set."""
+        study = study or studyfile.load(Path(self.study_dir) / STUDY_FILE)
+        out = []
+        for part in study.parts:
+            constants = dict(part.constants)
+            constants["seed"] = constants.get("seed", 0) + self.seed
+            if self.data_dir:
+                constants["data_dir"] = self.data_dir
+            out.append(dataclasses.replace(part, constants=constants))
+        return out
+
+
+def with_overrides(study: StudyFile, spec: StudySpec) -> StudyFile:
+    """The study file with the command line's overrides applied (checked by `check_settings` first)."""
+    parts = []
+    for part in study.parts:
+        changes: dict[str, Any] = {"constants": dict(part.constants, **settings_for(part, spec.settings))}
+        if spec.epochs is not None:
+            changes["constants"]["epochs"] = spec.epochs
+        if spec.num_samples is not None:
+            changes["num_samples"] = spec.num_samples
+        if spec.scheduler is not None:
+            changes["scheduler"] = spec.scheduler
+        if spec.extra_fixed:
+            changes["fixed"] = [*part.fixed, *spec.extra_fixed]
+        parts.append(dataclasses.replace(part, **changes))
+    return dataclasses.replace(study, parts=parts)
+
+
+def settings_for(part: Part, settings: dict[str, Any]) -> dict[str, Any]:
+    """The --set values that are keys of this part's trainable config (a homework study has two trainables)."""
+    names = set(config_keys(registry.get(part.trainable).config_cls))
+    return {k: v for k, v in settings.items() if k in names}
+
+
+def check_settings(study: StudyFile, settings: dict[str, Any], source: str) -> None:
+    """Each --set key must be a config key of one of the study's trainables, and one the study does not vary
+    per trial (a searched key or one a fixed run sets would silently not apply to those trials)."""
+    for key in settings:
+        owners = [p for p in study.parts if key in settings_for(p, {key: None})]
+        if not owners:
+            raise ValueError(f"--set {key}: not a setting of {', '.join(p.trainable for p in study.parts)}")
+        for p in owners:
+            if key in p.space:
+                raise ValueError(f"--set {key}: {source} searches {key} for {p.trainable}; "
+                                 "a constant would not apply to search trials")
+            if any(key in run for run in p.fixed):
+                raise ValueError(f"--set {key}: {source}'s fixed {p.trainable} runs set {key} per run")
+
+
+def save_spec(spec: StudySpec) -> None:
+    """Atomic write: a kill while saving must not lose the study's state."""
+    path = Path(spec.study_dir) / STUDY_STATE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    tmp.replace(path)
+
+
+def load_spec(study_dir: str | Path) -> StudySpec:
+    path = Path(study_dir) / STUDY_STATE
+    if not path.is_file():
+        raise DataError(f"no {STUDY_STATE}: not a study folder (made by `study run`)", path.parent)
+    try:
+        return StudySpec(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DataError(f"unreadable study state ({err})", path) from None

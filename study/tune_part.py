@@ -1,0 +1,187 @@
+"""One part of a study as one Ray Tune experiment: its trainable, searcher, scheduler, and what it found.
+
+Fit (or restore and finish) the part's Tune experiment in STUDY_DIR/<trainable>; the summary says how many
+trials ran, which was best on the part's objective (validation), and what the study cost beyond training.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from data.faces import load_faces
+from data.location import faces_source, resolve_data_dir
+from data.sequence_data import load_source
+from study.space import build_scheduler, build_searcher, storage_url
+from study.spec import StudySpec
+from study.studyfile import Part
+from study.trial import CloseStoppedRuns, run_trial
+from trainables.registry import GROUP_TAG
+
+
+def load_dataset(part: Part) -> tuple[Any, str]:
+    """Read the part's data once in the driver; trials get it through the object store (tune.with_parameters)."""
+    if part.trainable == "covid":
+        source = load_source(part.constants.get("data_dir"), part.constants.get("date_range", "full"))
+        return source, source.data_hash
+    faces = load_faces(faces_source(resolve_data_dir(part.constants.get("data_dir"))),
+                       size=int(part.constants.get("image_size", 32)), progress=True,
+                       max_images=part.constants.get("max_images"))
+    return faces, faces.source_hash
+
+
+def auto_concurrency(spec: StudySpec, res: dict[str, float] | None = None) -> int:
+    """As many trials as the cluster's CPUs (and GPUs) hold at once.
+
+    Tune would otherwise keep one trial pending behind a searcher, so trials would start one by one; with
+    max_concurrent_trials set it wraps the searcher in a ConcurrencyLimiter and keeps that many pending.
+    """
+    if res is None:
+        res = ray.cluster_resources()
+    n = int(res.get("CPU", 1) // spec.cpus_per_trial)
+    if spec.gpus_per_trial > 0:
+        n = min(n, int(res.get("GPU", 0) // spec.gpus_per_trial))
+    return max(1, n)
+
+
+def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any, str],
+             resources: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fit (or restore and finish) one part on its loaded data; returns its summary."""
+    dataset, data_hash = loaded
+    threads = max(1, int(spec.cpus_per_trial))
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, trainable_name=part.trainable, dataset=dataset, tracking_info=tracking_info,
+                             data_hash=data_hash, threads=threads),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    path = Path(spec.study_dir) / part.trainable
+    slots = spec.max_concurrent or auto_concurrency(spec, resources)
+    started = time.time()
+    resumed = tune.Tuner.can_restore(str(path))
+    if resumed:
+        print(f"study: resuming {part.trainable} from {path}", flush=True)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=dict(part.constants),
+            tune_config=tune.TuneConfig(
+                metric=part.metric, mode=part.mode,
+                search_alg=build_searcher(part, seed=spec.seed, storage=storage_url(spec.study_dir)),
+                scheduler=build_scheduler(part, part.scheduler),
+                num_samples=part.total_trials,
+                max_concurrent_trials=slots,
+                reuse_actors=True,
+                trial_dirname_creator=trial_folder,
+            ),
+            run_config=tune.RunConfig(
+                name=part.trainable,
+                storage_path=str(Path(spec.study_dir).resolve()),
+                verbose=1,
+                progress_reporter=progress_table(part),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=part.metric, checkpoint_score_order=part.mode),
+                callbacks=[CloseStoppedRuns(tracking_info.uri, tracking_info.experiment_id, part.epochs)],
+            ),
+        )
+    handler = signal.getsignal(signal.SIGINT)
+    grid = tuner.fit()
+    interrupted = _fit_was_interrupted(handler)
+    summary = summarize(part, grid, time.time() - started, resumed, slots)
+    # Trials running at a Ctrl-C come back TERMINATED like finished ones: the signal tells them apart.
+    summary["complete"] = summary["complete"] and not interrupted
+    summary["fit_started_at"] = started  # unix time: with the runs' start times it splits worker start-up off
+    return summary
+
+
+def trial_folder(trial: Any) -> str:
+    """`<trial id>-<group>`: Ray's default names a trial's folder after every config value, the data path included."""
+    return f"{trial.trial_id}-{trial.config.get(GROUP_TAG, 'search')}"
+
+
+def _fit_was_interrupted(before: Any) -> bool:
+    """Whether a Ctrl-C (or SIGUSR1) stopped the fit that just returned.
+
+    Tune swaps in its own SIGINT handler for a fit and puts the previous one back only when that signal stops
+    the experiment; it returns normally either way. So the handler found afterwards says which it was; it is
+    then reset, so the next part's fit starts from the same state."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0":  # Tune installed none: nothing to tell by
+        return False
+    interrupted = signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, before)
+    return interrupted
+
+
+PROGRESS_METRICS = {
+    "covid": {"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "val_acc_time": "val acc (time)"},
+    "vae": {"epoch": "epoch", "train_loss": "objective", "test_neg_elbo": "test -ELBO", "test_bits_per_dim": "bits/dim"},
+}
+
+
+# The chosen trial's test numbers, printed and kept in the summary beside the validation metric that chose it.
+TEST_METRICS = {"covid": ("test_acc", "test_acc_std", "test_acc_time", "test_acc_time_std")}
+
+
+def progress_table(part: Part) -> Any:
+    """A compact table (searched parameters and a few metrics) every 15 s instead of a box per result."""
+    return tune.CLIReporter(
+        metric_columns=PROGRESS_METRICS[part.trainable],
+        parameter_columns=[*part.space, GROUP_TAG],
+        max_report_frequency=15, sort_by_metric=False, max_progress_rows=40,
+    )
+
+
+def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False, slots: int = 1) -> dict[str, Any]:
+    """Best trial, counts and the study overhead per trial: (wall x concurrent slots - training time) / trials.
+
+    With `slots` trials at once the wall clock is shared, hence the product. After a resume, trials carry
+    training time from before the interruption, so no overhead is given.
+    """
+    results = list(grid)
+    finished = [r for r in results if r.error is None and r.metrics]
+    errors = [r for r in results if r.error is not None]
+    train_s = sum(float(r.metrics.get("time_total_s", 0.0)) for r in finished)
+    summary: dict[str, Any] = {
+        "trainable": part.trainable, "trials": len(results), "planned": part.total_trials,
+        "errored": len(errors), "wall_s": round(wall_s, 2), "trial_train_s": round(train_s, 2),
+        "concurrent": slots,
+        "overhead_per_trial_s": None if resumed else round((wall_s * slots - train_s) / max(1, len(results)), 3),
+        "complete": len(results) >= part.total_trials and grid.num_terminated + grid.num_errors >= part.total_trials,
+    }
+    scored = [r for r in finished if part.metric in r.metrics]
+    if scored:
+        pick = max if part.mode == "max" else min
+        best = pick(scored, key=lambda r: r.metrics[part.metric])
+        summary["best"] = {
+            "metric": part.metric, "value": best.metrics[part.metric],
+            "config": {k: v for k, v in best.config.items() if k not in ("data_dir",)},
+            "trial_id": best.metrics.get("trial_id"), "epochs": best.metrics.get("training_iteration"),
+            # reported beside the choice, never used for it
+            "test": {k: best.metrics[k] for k in TEST_METRICS.get(part.trainable, ()) if k in best.metrics},
+        }
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"\n== {summary['trainable']}: {summary['trials']} trials ({summary['errored']} errored, "
+          f"{summary['concurrent']} at a time), "
+          f"wall {summary['wall_s']:.1f} s, training {summary['trial_train_s']:.1f} s, "
+          + ("resumed" if summary["overhead_per_trial_s"] is None
+             else f"overhead {summary['overhead_per_trial_s']:.2f} s/trial"), flush=True)
+    best = summary.get("best")
+    if best:
+        cfg = ", ".join(f"{k}={v}" for k, v in sorted(best["config"].items()))
+        print(f"   best {best['metric']} = {best['value']:.4f} after {best['epochs']} epochs: {cfg}", flush=True)
+        if best.get("test"):
+            print("   its test numbers (reported, not used to choose): "
+                  + ", ".join(f"{k} = {v:.4f}" for k, v in best["test"].items()), flush=True)
