@@ -37,6 +37,7 @@ class StudySpec:
     gpus_per_trial: float = 0.0
     scheduler: str | None = None
     max_failures: int = 0
+    verbose: bool = False                  # Ray's trial table instead of the one-line progress
     address: str | None = None
     data_dir: str | None = None
     epochs: int | None = None

@@ -19,6 +19,7 @@ from data.faces import load_faces
 from data.location import faces_source, resolve_data_dir
 from data.sequence_data import load_source
 from study.space import build_scheduler, build_searcher, storage_url
+from study.progress import PartProgress
 from study.spec import StudySpec
 from study.studyfile import Part
 from study.trial import CloseStoppedRuns, run_trial
@@ -84,7 +85,8 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 name=part.trainable,
                 storage_path=str(Path(spec.study_dir).resolve()),
                 verbose=1,
-                progress_reporter=progress_table(part),
+                progress_reporter=(progress_table(part) if spec.verbose else PartProgress(
+                    part.trainable, part.total_trials, part.epochs, slots, part.metric, part.mode)),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
                 checkpoint_config=tune.CheckpointConfig(
@@ -133,7 +135,7 @@ TEST_METRICS = {"covid": ("test_acc", "test_acc_std", "test_acc_time", "test_acc
 
 
 def progress_table(part: Part) -> Any:
-    """A compact table (searched parameters and a few metrics) every 15 s instead of a box per result."""
+    """Ray's table (`--verbose`): searched parameters and a few metrics of every trial, every 15 s."""
     return tune.CLIReporter(
         metric_columns=PROGRESS_METRICS[part.trainable],
         parameter_columns=[*part.space, GROUP_TAG],
