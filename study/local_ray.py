@@ -116,8 +116,9 @@ def _shutdown(wait_for_actors: bool, actors_timeout: float = 10.0) -> None:
 
     Tune ends its trial actors (kept for reuse) without waiting for them; one still exiting when Ray shuts down
     gets a SIGTERM, and Ray's worker prints a `sigterm_handler ... SystemExit: 1` traceback through the driver's
-    log even after a clean study. Waiting (bounded) for the actor table to have no live actor avoids that; on an
-    error or an interrupt Ray goes down at once.
+    log even after a clean study. An actor holds its CPU until its process is gone, so waiting (bounded) until
+    every CPU of the study's private Ray is free again avoids that; on an error or an interrupt Ray goes down at
+    once. (On a cluster `cluster_ray` only disconnects: other jobs' CPUs are not ours to wait for.)
     """
     import time
 
@@ -125,15 +126,10 @@ def _shutdown(wait_for_actors: bool, actors_timeout: float = 10.0) -> None:
 
     if wait_for_actors and ray.is_initialized():
         deadline = time.monotonic() + actors_timeout
-        try:
-            job = ray._private.worker.global_worker.current_job_id  # on a cluster, only this study's actors
-            while time.monotonic() < deadline:
-                live = [a for a in ray._private.state.actors(job_id=job).values() if a.get("State") != "DEAD"]
-                if not live:
-                    break
-                time.sleep(0.2)
-        except Exception:  # the wait is a nicety; shutting down is what matters
-            pass
+        while time.monotonic() < deadline:
+            if ray.available_resources().get("CPU", 0.0) >= ray.cluster_resources().get("CPU", 0.0):
+                break
+            time.sleep(0.2)
     ray.shutdown()
 
 

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ray_nodes import ray_nodes
-from study.studyfile import preset_part
+from study.studyfile import preset_part, space_spec
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,4 +272,5 @@ def test_smoke_covid_keeps_optuna_storage_and_parent_settings(real_data_dir, tmp
     assert params["covid.scheduler"] == part.scheduler and params["covid.trials"] == str(part.total_trials)
     assert params["optuna_storage"] == f"sqlite:///{study_dir / 'optuna.db'}"
     space = json.loads(Path(client.download_artifacts(parent.info.run_id, "search_space.json", str(tmp_path))).read_text())
-    assert space["covid"]["space"] == json.loads(json.dumps(part.space)) and space["covid"]["metric"] == part.metric
+    assert space["covid"]["space"] == {k: space_spec(d) for k, d in part.space.items()}
+    assert space["covid"]["metric"] == part.metric
