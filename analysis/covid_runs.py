@@ -12,6 +12,8 @@ import numpy as np
 
 from analysis.common import CELLS, best_run, most_common, t_interval
 from analysis.results import RunInfo, StudyResults
+from data.errors import DataError
+from trainables.registry import SPACE_TAG, SUMMARY
 
 
 def sequence_runs(results: StudyResults) -> list[RunInfo]:
@@ -32,7 +34,7 @@ def objective(results: StudyResults) -> tuple[str, str]:
     """The metric the study chose on (logged with its search space), val_acc when it logged none. A store from
     before validation parts existed has no val_acc at all: its runs can only be ranked by test_acc, and
     `chosen_on` says so in the report."""
-    text = results.parent_tags.get("study.space.covid")
+    text = results.parent_tags.get(SPACE_TAG + "covid")
     metric, mode = "val_acc", "max"
     if text:
         space = json.loads(text)
@@ -145,7 +147,7 @@ def _mean(values) -> float:
 
 def summary(run: RunInfo) -> dict:
     """The run's summary.json artefact (end-of-run numbers), or {} when it has none."""
-    path = run.artifacts.get("summary.json")
+    path = run.artifacts.get(SUMMARY)
     return json.loads(path.read_text()) if path is not None else {}
 
 
@@ -255,18 +257,18 @@ def set_c(results: StudyResults) -> dict | None:
         "min_partners": run.param("min_partners") if run.param("selection") == "k-partners" else None,
         "countries": None,
     }
-    summary = run.artifacts.get("summary.json")
+    summary = run.artifacts.get(SUMMARY)
     n_logged = None
     if summary is not None:
         data = json.loads(summary.read_text())
         info["countries"] = data.get("countries_c") or data.get("set_c")
         n_logged = data.get("n_countries_c")
     if info["countries"] is None:
-        try:
-            from analysis.covid_data import recompute_set_c
+        from analysis.covid_data import recompute_set_c
 
+        try:
             info["countries"] = recompute_set_c(results, run)
-        except Exception as err:  # data missing or its modules not there: the section says so
-            info["error"] = f"{type(err).__name__}: {err}"
+        except DataError as err:  # no CSV here, or not the runs': the section says so
+            info["error"] = str(err)
     info["size"] = len(info["countries"]) if info["countries"] is not None else n_logged
     return info

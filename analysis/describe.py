@@ -1,33 +1,34 @@
 """Preprocessing and architecture of the reported models, written from their logged params (not from memory).
 
 The model text is `str(model)` of the trainable's own model class rebuilt from the run's config, so it cannot
-drift from what was trained; if the trainables cannot be imported the params alone are reported.
+drift from what was trained.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
 import numpy as np
 
 from analysis.results import RunInfo
+from trainables import registry
 
 
-def config_values(run: RunInfo, cls) -> dict:
-    """The run's params for the fields of a config dataclass, decoded (study/ logs non-strings as JSON)."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in run.params:
-            continue
-        text = run.params[f.name]
-        try:
-            out[f.name] = json.loads(text)
-        except (json.JSONDecodeError, TypeError):
-            out[f.name] = text
-        if isinstance(f.default, str) and not isinstance(out[f.name], str):
-            out[f.name] = text  # a string field whose value looks like a number ("1e-3" is still a string field)
-    return out
+def run_config(run: RunInfo):
+    """The run's config, built by its trainable's config class from its params (study/ logs non-strings as JSON;
+    a string field keeps its text even where it looks like a number)."""
+    found = registry.get(run.trainable)
+    values = {}
+    for key, default in found.full_config({}).items():
+        if key in run.params:
+            text = run.params[key]
+            try:
+                values[key] = json.loads(text)
+            except (json.JSONDecodeError, TypeError):
+                values[key] = text
+            if isinstance(default, str) and not isinstance(values[key], str):
+                values[key] = text
+    return found.config_cls.from_dict(values)
 
 
 def _model_text(model) -> str:
@@ -35,25 +36,25 @@ def _model_text(model) -> str:
     return f"{model}\n\n{n:,} trainable parameters"
 
 
-def sequence_model(run: RunInfo) -> str | None:
-    try:
-        from trainables.sequence import SequenceClassifier, SequenceConfig
+def sequence_model(run: RunInfo) -> str:
+    """One seed's model (K=1) of the run; its input width is what the data layer gives for the `features` setting."""
+    from data.windows import inputs
+    from trainables.sequence_model import StackedClassifier
 
-        cfg = SequenceConfig(**config_values(run, SequenceConfig))
-        return _model_text(SequenceClassifier(cfg))
-    except Exception:  # old params, or no torch here: the params table still describes the run
-        return None
+    cfg = run_config(run)
+    n_features = inputs(np.zeros((1, 1)), np.zeros(1, "datetime64[D]"), cfg.data.features, "none").shape[-1]
+    return _model_text(StackedClassifier(cfg.cell, n_features, cfg.hidden_size, cfg.num_layers, cfg.dropout,
+                                         [cfg.data.seed]))
 
 
-def vae_model(run: RunInfo) -> str | None:
-    try:
-        from trainables.vae import VAEConfig
-        from trainables.vae_models import build_vae
+def _vae(cfg):
+    from trainables.vae_models import build_vae
 
-        cfg = VAEConfig(**config_values(run, VAEConfig))
-        return _model_text(build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden, cfg.learn_sigma, cfg.sigma))
-    except Exception:
-        return None
+    return build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden, cfg.learn_sigma, cfg.sigma)
+
+
+def vae_model(run: RunInfo) -> str:
+    return _model_text(_vae(run_config(run)))
 
 
 def sequence_preprocessing(run: RunInfo, summary: dict | None) -> list[str]:
@@ -94,32 +95,6 @@ def sequence_preprocessing(run: RunInfo, summary: dict | None) -> list[str]:
     return lines
 
 
-def _n_params(cfg) -> int | None:
-    try:
-        from trainables.vae_models import build_vae
-
-        model = build_vae(cfg["arch"], cfg["image_size"], cfg["latent_dim"], cfg["hidden"])
-        return sum(q.numel() for q in model.parameters())
-    except Exception:  # no torch here, or an old config: the sentence goes without the count
-        return None
-
-
-def _vae_hidden(run: RunInfo, arch: str) -> tuple[int, ...] | None:
-    raw = run.param("hidden")
-    if raw:
-        try:
-            value = json.loads(raw)
-            return tuple(int(h) for h in (value if isinstance(value, list) else [value]))
-        except (ValueError, TypeError):
-            return tuple(int(h) for h in raw.replace(",", " ").replace("(", " ").replace(")", " ").split() if h.isdigit())
-    try:
-        from trainables.vae_models import DEFAULT_HIDDEN
-
-        return DEFAULT_HIDDEN.get(arch)
-    except Exception:
-        return None
-
-
 def _size_why(s: int, epoch_s: float) -> str:
     took = f" (this run: {epoch_s:.1f} s per training epoch)" if math.isfinite(epoch_s) else ""
     if s <= 16:
@@ -136,19 +111,16 @@ def _size_why(s: int, epoch_s: float) -> str:
 def vae_preprocessing(run: RunInfo) -> list[str]:
     """The homework's Q2.i from this run's params: each choice with the reason for it, so it stays true for
     another configuration (size, architecture, likelihood, KL weight)."""
-    p = run.param
-    s = int(run.num("image_size", 32.0))
+    from trainables.vae_models import DEFAULT_HIDDEN
+
+    p, cfg = run.param, run_config(run)
+    s, arch, latent, lik, w = cfg.image_size, cfg.arch, cfg.latent_dim, cfg.likelihood, cfg.kl_weight
     d = 3 * s * s
-    arch = p("arch", "mlp")
-    latent = int(run.num("latent_dim", 32.0))
-    hidden = _vae_hidden(run, arch)
-    lik = p("likelihood", "bernoulli")
-    w = run.num("kl_weight", 1.0)
+    hidden = cfg.hidden or DEFAULT_HIDDEN[arch]
     times = run.history.get("epoch_time_s")
     epoch_s = float(np.mean(times[1])) if times is not None and len(times[1]) else math.nan
-    n = _n_params({"arch": arch, "image_size": s, "latent_dim": latent, "hidden": hidden})
-    n_txt = f" ({n:,} parameters)" if n else ""
-    widths = "-".join(str(h) for h in hidden) if hidden else "default"
+    n_txt = f" ({sum(q.numel() for q in _vae(cfg).parameters()):,} parameters)"
+    widths = "-".join(str(h) for h in hidden)
     lines = [
         f"Size: every face is resized to {s}x{s} with the '{p('resample', 'bilinear')}' filter, so an image is "
         f"D = 3x{s}x{s} = {d:,} values. " + _size_why(s, epoch_s),
@@ -156,7 +128,7 @@ def vae_preprocessing(run: RunInfo) -> list[str]:
         "(lbpcascade_animeface), so a further crop would only cut off hair and chin; the whole square is resized.",
     ]
     if lik == "gaussian":
-        sigma = f"learned (starting at {p('sigma', '0.1')})" if p("learn_sigma") in ("true", "True", "1") else f"fixed at {p('sigma', '0.1')}"
+        sigma = f"learned (starting at {cfg.sigma:g})" if cfg.learn_sigma else f"fixed at {cfg.sigma:g}"
         lines.append("Scaling: uint8 0..255 -> x/255 in [0,1], kept as uint8 and converted per batch (4x less memory). "
                      f"Gaussian pixel likelihood N(x; sigmoid(decoder), sigma^2), sigma {sigma}: a density on [0,1]^D, "
                      "so bits/dim are reported on the 8-bit scale (+ln 256 per value).")
@@ -171,7 +143,7 @@ def vae_preprocessing(run: RunInfo) -> list[str]:
                      "cheapest per epoch at small sizes; it does not know that neighbouring pixels belong together, so "
                      "its weights grow with D.")
     elif arch == "conv":
-        k = len(hidden) if hidden else 2
+        k = len(hidden)
         lines.append(f"Encoder 'conv'{n_txt}: {k} convolutions (4x4, stride 2, ReLU) with {widths} channels halve the "
                      f"image each time ({s} -> {s // 2 ** k}), then one linear layer to the mean and log-variance of "
                      f"q(z|x). Why: a face is made of local parts (eyes, mouth, hair edges) that look alike wherever they "
@@ -180,7 +152,7 @@ def vae_preprocessing(run: RunInfo) -> list[str]:
         lines.append(f"Encoder '{arch}'{n_txt}: the conv VAE of one homework report (conv 3x3 stride 2, conv 5x5 "
                      f"stride 2, channels {widths}, then linear to the mean and log-variance of q(z|x)); kept as the "
                      "benchmark's reference workload.")
-    lines.append(f"Decoder: the encoder mirrored (the same widths in reverse"
+    lines.append("Decoder: the encoder mirrored (the same widths in reverse"
                  + ("; transposed convolutions double the resolution back" if arch != "mlp" else "")
                  + f" to {s}x{s}), so both directions have the same capacity and the {latent}-dimensional code is the "
                  f"only bottleneck. Latent size {latent}: {d / latent:.0f}x fewer numbers than pixel values, room for "

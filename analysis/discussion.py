@@ -50,10 +50,7 @@ def search_paragraph(results: StudyResults, trainable: str) -> str | None:
     cfg = ", ".join(f"{k}={_short(best.params[k])}" for k in varied) or "no parameter varied"
     text = (f"The search ran {len(runs)} trial{'s' if len(runs) != 1 else ''} (fixed runs included) on {metric}; the "
             f"best reached {metric} = {best.metrics[metric]:.4g} ({cfg}).")
-    try:
-        imp = figures_search.param_importances(results, trainable)
-    except Exception:
-        imp = {}
+    imp = figures_search.param_importances(results, trainable)
     if imp:
         name, value = next(iter(imp.items()))
         text += f" By fANOVA, {name} explains the most variance ({value:.2f})."

@@ -14,6 +14,7 @@ import numpy as np
 from analysis import covid_runs
 from analysis.common import CELL_COLOURS, CELLS, mean_curve, plt, save
 from analysis.results import StudyResults
+from data.errors import DataError
 
 
 def top_correlated(corr: np.ndarray, n: int = 30) -> np.ndarray:
@@ -86,14 +87,14 @@ def plot_corr_heatmap(corr: np.ndarray, names: list[str], path: Path, title: str
 def _corr(results, corr, names, figure):
     if corr is not None:
         return np.asarray(corr), list(names), ""
-    try:
-        from analysis.covid_data import correlation
+    from analysis.covid_data import correlation
 
+    try:
         c, nm, info = correlation(results)
-        return c, nm, f"{info['first']}..{info['last']}"
-    except Exception as err:  # no CSV here (or data layer missing): the report says why
-        results.skip(figure, f"needs the COVID CSV ({type(err).__name__}: {err})")
+    except DataError as err:  # no CSV here (or not one the data layer can read): the report says why
+        results.skip(figure, f"needs the COVID CSV ({err})")
         return None, None, None
+    return c, nm, f"{info['first']}..{info['last']}"
 
 
 def fig_corr_all(results: StudyResults, out_dir, *, corr=None, names=None) -> Path | None:

@@ -2,10 +2,11 @@
 
 A study keeps each part's Optuna study in its folder (`optuna.db`, study named after the part): the trials as
 Optuna saw them (fixed runs first, then the searched ones; COMPLETE, PRUNED when ASHA stopped them, FAIL), with
-the objective's name and direction as study attributes. The figures read that. A study folder from before the
-storage existed has only its MLflow runs: then an in-memory Optuna study is rebuilt from the finished child
-runs (fixed and search), with the distributions of the space logged on the parent run (else inferred from the
-values), and Optuna's own fANOVA evaluator ranks the params.
+the objective's name and direction as study attributes. The figures read that, with the distributions Optuna
+stored with the trials. A study folder from before the storage existed has only its MLflow runs: then an
+in-memory Optuna study is rebuilt from the finished child runs (fixed and search), with the Optuna distributions
+of the space logged on the parent run (else inferred from the values), and Optuna's own fANOVA evaluator ranks
+the params.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import numpy as np
 from analysis.common import plt, save
 from analysis.results import RunInfo, StudyResults
 from trainables import registry
-from trainables.registry import OPTUNA_DB, SPACE_TAG
+from trainables.registry import GROUP_ATTR, OPTUNA_DB, SPACE_TAG, STOPPED_TAG
 
-NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", "group"}
+NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", *registry.STUDY_KEYS}
 DIRECTION = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 
 
@@ -60,14 +61,12 @@ def objective(results: StudyResults, trainable: str, study=None) -> tuple[str, s
 def search_trials(results: StudyResults, trainable: str) -> list[RunInfo]:
     """Every finished trial of the Optuna study, as MLflow runs: the fixed runs first (enqueued), then the search."""
     metric = objective(results, trainable)[0]
-    runs = [r for r in results.select(trainable=trainable) if r.tags.get("group") in ("fixed", "search")]
+    runs = [r for r in results.select(trainable=trainable) if r.group in ("fixed", "search")]
     return [r for r in runs if np.isfinite(r.metrics.get(metric, math.nan))]
 
 
 def _choice(choices, logged: str):
     """The typed choice a logged (string) param stands for: 16 for "16", 1.0 for "1.0"."""
-    import json
-
     for c in choices:
         if logged == c or logged == str(c) or logged == json.dumps(c):
             return c
@@ -82,35 +81,19 @@ def _number(text: str):
 
 
 def logged_space(results: StudyResults, trainable: str) -> dict | None:
-    """The search space the study logged on its parent run (tag study.space.<part>), if it did."""
-    import json
+    """The Optuna distributions the study logged on its parent run (tag study.space.<part>); None when it logged
+    none, or (an older store) tuples instead of Optuna's JSON: then they are inferred from the values."""
+    from optuna.distributions import json_to_distribution
 
-    text = results.parent_tags.get(SPACE_TAG + trainable)
-    return json.loads(text)["space"] if text else None
+    space = json.loads(results.parent_tags.get(SPACE_TAG + trainable) or "{}").get("space")
+    if not space or not all(isinstance(v, str) for v in space.values()):
+        return None
+    return {name: json_to_distribution(text) for name, text in space.items()}
 
 
-def space_distributions(space: dict) -> dict:
-    """Optuna distributions of a preset's declarative space (the study's own definition)."""
+def infer_distributions(runs: list[RunInfo]) -> dict:
+    """An Optuna distribution guessed from the logged values of each param that varies over the runs."""
     import optuna.distributions as d
-
-    out = {}
-    for name, spec in space.items():
-        kind = spec[0]
-        if kind == "categorical":
-            out[name] = d.CategoricalDistribution(list(spec[1]))
-        elif kind == "int":
-            out[name] = d.IntDistribution(int(spec[1]), int(spec[2]))
-        else:
-            out[name] = d.FloatDistribution(float(spec[1]), float(spec[2]), log=kind == "loguniform")
-    return out
-
-
-def infer_distributions(runs: list[RunInfo], space: dict | None = None) -> dict:
-    """An Optuna distribution for each searched param: from the logged space, else guessed from the values."""
-    import optuna.distributions as d
-
-    if space:
-        return space_distributions(space)
 
     out = {}
     keys = sorted(set().union(*(r.logged_params or r.params for r in runs)) - NOT_SEARCHED)
@@ -143,7 +126,7 @@ def rebuild_study(results: StudyResults, trainable: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric, direction = objective(results, trainable)
     runs = search_trials(results, trainable)
-    dists = infer_distributions(runs, logged_space(results, trainable))
+    dists = logged_space(results, trainable) or infer_distributions(runs)
     study = optuna.create_study(direction=direction)
     for r in runs:
         params = {}
@@ -157,19 +140,16 @@ def rebuild_study(results: StudyResults, trainable: str):
 
 
 def param_importances(results: StudyResults, trainable: str) -> dict[str, float]:
-    """fANOVA importances (Optuna's evaluator, fixed seed) over the finished trials; empty when fewer than two.
-
-    From the Optuna storage where the study has one (its COMPLETE trials), else from the rebuilt study.
-    """
+    """fANOVA importances (Optuna's evaluator, fixed seed) over the COMPLETE trials of the Optuna storage where
+    the study has one, else of the rebuilt study; empty when fANOVA has nothing to explain: fewer than two
+    trials that differ in a parameter of the common search space and in the objective."""
     import optuna
 
     study = optuna_study(results, trainable)
-    if study is not None:
-        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    else:
-        study, _ = rebuild_study(results, trainable)
-        trials = study.trials
-    if len(trials) < 2 or not trials[0].distributions:
+    study = rebuild_study(results, trainable)[0] if study is None else study
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    space = optuna.search_space.intersection_search_space(study.get_trials(deepcopy=False))
+    if len({t.value for t in trials}) < 2 or not any(len({repr(t.params[k]) for t in trials}) > 1 for k in space):
         return {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -210,7 +190,7 @@ def search_history(results: StudyResults, trainable: str) -> SearchHistory | Non
         metric, direction = objective(results, trainable)
         return SearchHistory(
             metric=metric, direction=direction, values=np.array([r.metrics[metric] for r in runs]),
-            state=["PRUNED" if "stopped_early" in r.tags else "COMPLETE" for r in runs],
+            state=["PRUNED" if STOPPED_TAG in r.tags else "COMPLETE" for r in runs],
             group=[r.group for r in runs], source="MLflow runs")
     metric, direction = objective(results, trainable, study)
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -228,7 +208,7 @@ def search_history(results: StudyResults, trainable: str) -> SearchHistory | Non
     return SearchHistory(
         metric=metric, direction=direction, values=np.array([value(t) for t in trials]),
         state=[t.state.name for t in trials],
-        group=[t.user_attrs.get("group", "fixed" if t.number < n_fixed else "search") for t in trials],
+        group=[t.user_attrs.get(GROUP_ATTR, "fixed" if t.number < n_fixed else "search") for t in trials],
         source="optuna storage")
 
 
@@ -265,13 +245,10 @@ def _history(results: StudyResults, out_dir, trainable: str):
 
 def _importance(results: StudyResults, out_dir, trainable: str):
     figure = f"{trainable}_search_importance"
-    try:
-        imp = param_importances(results, trainable)
-    except Exception as err:  # too few or degenerate trials for fANOVA: say so rather than fail the report
-        results.skip(figure, f"importance evaluation failed ({type(err).__name__}: {err})")
-        return None
+    imp = param_importances(results, trainable)
     if not imp:
-        results.skip(figure, f"needs at least two finished {trainable} trials that differ in a parameter")
+        results.skip(figure, f"needs at least two finished {trainable} trials that differ in a searched parameter "
+                             "and in the objective")
         return None
     hist = search_history(results, trainable)
     used = [g for g, st in zip(hist.group, hist.state) if st == "COMPLETE"] if hist else []

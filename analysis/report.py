@@ -1,7 +1,7 @@
 """The report folder: index.html (offline: figures beside it, no CDN) and report.md built from the same blocks.
 
 `write_report(results, out_dir)` draws every figure into out_dir/figures, then writes both documents. A figure
-that cannot be drawn is listed with its reason instead of breaking the report.
+the study's data cannot give is listed with its reason; a code error raises.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from urllib.parse import quote
 from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
 from analysis.common import fmt_num
 from analysis.results import StudyResults
+from trainables.registry import ERROR_TAG, KIND_TAG, PRESET_TAG, STUDY_FILE, SUMMARY
 
 # (problem, key, caption, function)
 FIGURES = [
@@ -41,17 +42,8 @@ FIGURES = [
 
 
 def draw_figures(results: StudyResults, fig_dir: Path) -> dict[str, Path | None]:
-    """Every figure of the studied problems; an exception becomes a skip note (one bad artefact must not sink all)."""
-    out: dict[str, Path | None] = {}
-    for problem, key, _caption, fn in FIGURES:
-        if not results.select(trainable=problem):
-            continue
-        try:
-            out[key] = fn(results, fig_dir)
-        except Exception as err:
-            results.skip(key, f"failed: {type(err).__name__}: {err}")
-            out[key] = None
-    return out
+    """Every figure of the studied problems; one the study's data cannot give is None, its reason in results.skipped."""
+    return {key: fn(results, fig_dir) for problem, key, _caption, fn in FIGURES if results.select(trainable=problem)}
 
 
 def _fig(figs, key, out_dir, extra: str = ""):
@@ -83,15 +75,13 @@ def _covid_blocks(results, figs, out_dir) -> list:
     best = covid_runs.best_sequence_run(results)
     if best is None:
         return b + [("p", "This study has no finished COVID (sequence) runs.")]
-    summary = json.loads(best.artifacts["summary.json"].read_text()) if "summary.json" in best.artifacts else None
+    summary = json.loads(best.artifacts[SUMMARY].read_text()) if SUMMARY in best.artifacts else None
     b += [("h3", "Data and preprocessing (from the best run's config)")]
     b += [("list", describe.sequence_preprocessing(best, summary))]
     b += [("h3", "Architecture"), ("p", f"Best run {best.name}: {best.param('cell', '?').upper()}, hidden size "
           f"{best.param('hidden_size')}, {best.param('num_layers')} layer(s), optimiser {best.param('optimizer', 'adam')}, "
           f"lr {best.param('lr')}, batch {best.param('batch_size')}, {best.param('epochs')} epochs.")]
-    model = describe.sequence_model(best)
-    if model:
-        b.append(("pre", model))
+    b.append(("pre", describe.sequence_model(best)))
     b += [("h3", "i. Correlation between countries"), _fig(figs, "corr_all", out_dir), _fig(figs, "corr_top", out_dir)]
     c = covid_runs.set_c(results)
     b.append(("h3", "ii. The set C"))
@@ -128,9 +118,7 @@ def _vae_blocks(results, figs, out_dir) -> list:
     if ref is None:
         return b + [("p", "This study has no finished VAE runs.")]
     b += [("h3", "i. Preprocessing and architecture (from the KL x1 run's config)"), ("list", describe.vae_preprocessing(ref))]
-    model = describe.vae_model(ref)
-    if model:
-        b.append(("pre", model))
+    b.append(("pre", describe.vae_model(ref)))
     b += [("h3", "ii. Learning curves (vi: KL x100, vii: KL x0 on the same axes)"), _fig(figs, "vae_elbo", out_dir),
           _fig(figs, "vae_terms", out_dir)]
     b += _iw_blocks(runs)
@@ -189,14 +177,18 @@ def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
     for r in results.runs:
         counts[(r.trainable, r.group)] = counts.get((r.trainable, r.group), 0) + 1
     b: list = [("h1", f"Study report: {results.name}")]
-    b.append(("p", f"Kind {results.parent_tags.get('study.kind', '?')}, preset {results.parent_tags.get('study.preset', '?')}; "
+    b.append(("p", f"Kind {results.parent_tags.get(KIND_TAG, '?')}, preset {results.parent_tags.get(PRESET_TAG, '?')}; "
               f"{len(results.runs)} finished runs (" + ", ".join(f"{n} {t}/{g}" if g else f"{n} {t}" for (t, g), n in sorted(counts.items()))
               + f"), {len(results.failed)} not finished. Tracking store: {results.tracking_uri}. "
               f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."))
     if results.failed:
-        b.append(("list", [f"{r.name} ({r.trainable}/{r.group}): {r.status}" + (f", {r.tags['error']}" if r.tags.get("error") else "")
+        b.append(("list", [f"{r.name} ({r.trainable}/{r.group}): {r.status}" + (f", {r.tags[ERROR_TAG]}" if r.tags.get(ERROR_TAG) else "")
                            for r in results.failed]))
     b += _covid_blocks(results, figs, out_dir) + _vae_blocks(results, figs, out_dir)
+    study_file = Path(results.study_dir or "", STUDY_FILE)
+    if results.study_dir and study_file.is_file():  # what it searched, its constants and fixed runs
+        b += [("h2", "The study as run"), ("p", f"The study file it ran with ({STUDY_FILE}):"),
+              ("pre", study_file.read_text())]
     if results.skipped:
         b += [("h2", "Figures not drawn"), ("list", [f"{k}: {v}" for k, v in results.skipped.items()])]
     return [x for x in b if x is not None]

@@ -17,7 +17,7 @@ import numpy as np
 from data.errors import DataError
 from trainables import registry
 
-ARTIFACT_DIR = "results"
+ARTIFACT_DIR = registry.RUN_RESULTS
 SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
 
 
@@ -38,11 +38,11 @@ class RunInfo:
 
     @property
     def trainable(self) -> str:
-        return self.tags.get("trainable", "")
+        return self.tags.get(registry.TRAINABLE_TAG, "")
 
     @property
     def group(self) -> str:
-        return self.tags.get("group", "")
+        return self.tags.get(registry.GROUP_TAG, "")
 
     def param(self, key: str, default: str | None = None) -> str | None:
         value = self.params.get(key, default)
@@ -129,11 +129,7 @@ def _artifacts(client, run, cache: Path) -> dict[str, Path]:
         root = local / ARTIFACT_DIR
         return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
     found: dict[str, Path] = {}
-    try:
-        listing = client.list_artifacts(run.info.run_id, ARTIFACT_DIR)
-    except Exception:  # no artefacts at all, or a store that cannot list: the figures skip
-        return found
-    for item in listing:
+    for item in client.list_artifacts(run.info.run_id, ARTIFACT_DIR):  # [] when the run has none
         if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
             continue
         dst = cache / run.info.run_id
@@ -165,9 +161,9 @@ def find_experiment(client, study_name: str | None):
         return exp
     exps = client.search_experiments(order_by=["creation_time DESC"])
     for exp in exps:
-        if client.search_runs([exp.experiment_id], "tags.`study.kind` != ''", max_results=1):
+        if client.search_runs([exp.experiment_id], f"tags.`{registry.KIND_TAG}` != ''", max_results=1):
             return exp
-    raise DataError("no study in this store (no experiment with a run tagged study.kind)", client.tracking_uri)
+    raise DataError(f"no study in this store (no experiment with a run tagged {registry.KIND_TAG})", client.tracking_uri)
 
 
 def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str | Path | None = None) -> StudyResults:
@@ -184,7 +180,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
         token = page.token
         if not token:
             break
-    parents = [r for r in all_runs if "study.kind" in r.data.tags and "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in all_runs if registry.KIND_TAG in r.data.tags and registry.PARENT_TAG not in r.data.tags]
     parents.sort(key=lambda r: r.info.start_time or 0)
     parent_ids = {r.info.run_id for r in parents}
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="study-report-"))
@@ -192,7 +188,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     defaults = {t: config_defaults(t) for t in registry.TRAINABLES}
     for r in all_runs:
         tags = dict(r.data.tags)
-        if tags.get("mlflow.parentRunId") not in parent_ids and "trainable" not in tags:
+        if tags.get(registry.PARENT_TAG) not in parent_ids and registry.TRAINABLE_TAG not in tags:
             continue
         if r.info.run_id in parent_ids:
             continue
@@ -202,7 +198,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
             status=r.info.status,
             start_time=r.info.start_time or 0,
             tags=tags,
-            params={**defaults.get(tags.get("trainable", ""), {}), **r.data.params},
+            params={**defaults.get(tags.get(registry.TRAINABLE_TAG, ""), {}), **r.data.params},
             metrics=dict(r.data.metrics),
             logged_params=dict(r.data.params),
         )
@@ -215,7 +211,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     runs.sort(key=lambda r: (r.start_time, r.name))
     parent_tags = dict(parents[-1].data.tags) if parents else {}
     # The study folder the parent run names (tag study.storage), when this machine sees it.
-    folder = parent_tags.get("study.storage")
+    folder = parent_tags.get(registry.STORAGE_TAG)
     return StudyResults(
         name=exp.name,
         tracking_uri=tracking_uri,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.registry import SPACE_TAG
+
 COUNTRIES = {
     "US": "us", "Brazil": "br", "India": "in", "France": "fr", "Germany": "de", "Italy": "it", "Spain": "es",
     "Japan": "jp", "Korea, South": "kr", "Australia": "au", "Canada": "ca", "Mexico": "mx", "Russia": "ru",
@@ -195,16 +197,25 @@ def _vae_history(kl: float, epochs: int, knobs: FixtureKnobs, scale: float = 1.0
                "test_iw_bits_per_dim": float(neg[-1] * 0.98 / (d * math.log(2))), "iw_samples": 64, "n_test": 200}
 
 
-# The search spaces, logged on the parent run as study.runner does (fixed runs lie inside them too).
-SPACE_TAGS = {
-    "study.space.covid": json.dumps({"metric": "val_acc", "mode": "max", "space": {
-        "cell": ["categorical", ["rnn", "lstm", "gru"]], "seq_len": ["int", 1, 40],
-        "hidden_size": ["categorical", [16, 32, 64]], "lr": ["loguniform", 1e-5, 1e-1],
-        "norm": ["categorical", ["none", "log1p"]]}}),
-    "study.space.vae": json.dumps({"metric": "test_neg_elbo", "mode": "min", "space": {
-        "kl_weight": ["categorical", [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]],
-        "latent_dim": ["categorical", [8, 16, 32]], "lr": ["loguniform", 1e-5, 1e-1]}}),
-}
+def _space_tag(metric: str, mode: str, **space) -> str:
+    """A part's space as study/ logs it: {name: Optuna distribution JSON}, metric and mode."""
+    from optuna.distributions import distribution_to_json
+
+    return json.dumps({"space": {k: distribution_to_json(d) for k, d in space.items()}, "metric": metric, "mode": mode})
+
+
+def space_tags() -> dict[str, str]:
+    """The search spaces, logged on the parent run as study/ does (fixed runs lie inside them too)."""
+    from optuna.distributions import CategoricalDistribution as Cat, FloatDistribution, IntDistribution
+
+    return {
+        SPACE_TAG + "covid": _space_tag(
+            "val_acc", "max", cell=Cat(["rnn", "lstm", "gru"]), seq_len=IntDistribution(1, 40),
+            hidden_size=Cat([16, 32, 64]), lr=FloatDistribution(1e-5, 1e-1, log=True), norm=Cat(["none", "log1p"])),
+        SPACE_TAG + "vae": _space_tag(
+            "test_neg_elbo", "min", kl_weight=Cat([0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]),
+            latent_dim=Cat([8, 16, 32]), lr=FloatDistribution(1e-5, 1e-1, log=True)),
+    }
 
 
 # The data-setting params a baseline run carries (study.baselines.setting_of), matched against a trial's.
@@ -232,7 +243,7 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
     t = int(time.time() * 1000) - 10_000_000
     parent = client.create_run(exp_id, start_time=t, run_name="study",
                                tags={"study.kind": "homework", "study.preset": "smoke", "study.storage": str(root),
-                                     **SPACE_TAGS})
+                                     **space_tags()})
     pid = parent.info.run_id
     t += 1
     for cell, base in CELL_BASE.items():

@@ -11,10 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
+from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, report, vae_runs
 from analysis.report import FIGURES, to_markdown, write_report
 from analysis.results import load_study
 from analysis_fixture import FixtureKnobs, build_store
+from trainables.registry import STUDY_FILE
 
 CHROMIUM = Path("/usr/bin/chromium")
 DATA_FIGURES = {"corr_all", "corr_top"}  # need the CSV: covered by the integration tests
@@ -104,14 +105,41 @@ def test_missing_runs_skip_with_a_reason(results, tmp_path):
     assert figures_vae.fig_vae_elbo(results, tmp_path) is None
     assert figures_covid.fig_norm_effect(results, tmp_path) is None
     assert "vae_elbo" in results.skipped and "norm_effect" in results.skipped
+    results.runs = results.runs[:1]  # one trial: nothing for fANOVA to explain
+    assert figures_search.fig_covid_search_importance(results, tmp_path) is None
+    assert "differ in a searched parameter" in results.skipped["covid_search_importance"]
 
 
-def test_search_distributions_follow_the_logged_values(results):
-    space = figures_search.logged_space(results, "vae")
-    assert space is not None  # the study's own space, read from the parent run
-    dists = figures_search.infer_distributions(figures_search.search_trials(results, "vae"), space)
-    assert type(dists["kl_weight"]).__name__ == "CategoricalDistribution"
-    assert type(dists["lr"]).__name__ == "FloatDistribution" and dists["lr"].log
+def test_a_code_error_raises_instead_of_becoming_a_missing_figure(results, tmp_path, monkeypatch):
+    def broken(results, out_dir):
+        raise KeyError("a bug, not the study's data")
+
+    monkeypatch.setattr(report, "FIGURES", [(*FIGURES[0][:3], broken)])
+    with pytest.raises(KeyError, match="a bug"):
+        write_report(results, tmp_path / "report")
+
+
+def test_covid_architecture_from_the_params(results):
+    """The model class rebuilt from the run's config: the input width is what its `features` setting gives."""
+    run = results.select(trainable="covid", group="search", features="relative+weekday")[0]
+    text = describe.sequence_model(run)
+    assert text.startswith("StackedClassifier(") and text.endswith(" trainable parameters")
+    assert f"1 x {run.param('cell').upper()}(input 9, hidden {run.param('hidden_size')}, 2 layers)" in text
+
+
+def test_the_study_file_is_shown_escaped(results, tmp_path):
+    (tmp_path / STUDY_FILE).write_text(f"# {HOSTILE}\n[[part]]\ntrainable = \"covid\"\n")
+    results.study_dir = str(tmp_path)
+    html = write_report(results, tmp_path / "report").read_text()
+    section = html.split("<h2>The study as run</h2>", 1)[1]
+    assert "<pre># &lt;script&gt;alert(1)&lt;/script&gt; | x\n[[part]]" in section and "<script>alert" not in html
+
+
+def test_search_distributions_are_the_logged_ones_else_follow_the_values(results):
+    dists = figures_search.logged_space(results, "vae")  # the study's own Optuna distributions, from the parent run
+    assert dists["kl_weight"].choices[-1] == 100.0 and dists["lr"].log and dists["lr"].low == 1e-5
+    inferred = figures_search.infer_distributions(figures_search.search_trials(results, "vae"))
+    assert type(inferred["kl_weight"]).__name__ == "CategoricalDistribution"  # repeated float levels
     imp = figures_search.param_importances(results, "covid")
     # fixed runs are trials of the Optuna study too, so L and norm (varied by them) get an importance as well
     assert set(imp) == {"cell", "seq_len", "hidden_size", "lr", "norm"} and sum(imp.values()) == pytest.approx(1.0)
@@ -241,7 +269,7 @@ def test_importance_weighted_bound_in_the_report(results, tmp_path):
         row = (f"| {vae_runs.weight_label(w)} | {run.metrics['test_neg_elbo']:.1f} | {iw['test_iw_neg_elbo']:.1f} | "
                f"{iw['test_iw_nll']:.1f} | {gap:.1f} | ")
         assert row in md, row
-        assert f"| 64 | 200 |" in md
+        assert "| 64 | 200 |" in md
     para = next(p for p in discussion.vae_discussion(results) if p.startswith("Importance weighting"))
     assert "k=64" in para and "lower bound on the mean KL(q(z|x) || p(z|x))" in para and "It is largest for" in para
 

@@ -1,15 +1,13 @@
 """The search figures read the study folder's Optuna storage; older folders fall back to the MLflow runs."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from analysis import figures_search
 from analysis.results import load_study
 from analysis_fixture import build_store
-from study.presets import PRESETS
 from study.space import build_searcher, storage_url
+from study.studyfile import preset_part
 
 
 @pytest.fixture()
@@ -49,7 +47,7 @@ def test_history_from_mlflow_runs_counts_fixed_and_searched_trials(results):
 
 def test_search_figures_read_the_optuna_storage(results, tmp_path):
     """The metric is whatever the study optimised (here validation accuracy), read from the storage."""
-    part = dataclasses.replace(PRESETS["smoke"]["covid"], metric="val_acc")
+    part = preset_part("smoke", "covid")
     _drive(build_searcher(part, seed=0, storage=storage_url(tmp_path)), part)
     results = load_study(results.tracking_uri)  # the parent run's study.storage names tmp_path
     assert results.study_dir == str(tmp_path)
