@@ -14,6 +14,7 @@ from analysis.common import CELLS, best_run, most_common, t_interval
 from analysis.results import RunInfo, StudyResults
 from data.errors import DataError
 from trainables.registry import SPACE_TAG, SUMMARY
+from trainables.registry import BASELINE_TAG
 
 
 def sequence_runs(results: StudyResults) -> list[RunInfo]:
@@ -32,8 +33,7 @@ def design_runs(results: StudyResults) -> list[RunInfo]:
 
 def objective(results: StudyResults) -> tuple[str, str]:
     """The metric the study chose on (logged with its search space), val_acc when it logged none. A store from
-    before validation parts existed has no val_acc at all: its runs can only be ranked by test_acc, and
-    `chosen_on` says so in the report."""
+    before validation parts existed has no val_acc at all: its runs can only be ranked by test_acc."""
     text = results.parent_tags.get(SPACE_TAG + "covid")
     metric, mode = "val_acc", "max"
     if text:
@@ -42,14 +42,6 @@ def objective(results: StudyResults) -> tuple[str, str]:
     if not any(metric in r.metrics for r in sequence_runs(results)):
         return "test_acc", "max"
     return metric, mode
-
-
-def chosen_on(results: StudyResults) -> str:
-    """How the reported model was chosen, in words for the report."""
-    metric, _ = objective(results)
-    if metric.startswith("val"):
-        return f"chosen on validation ({metric}); its test numbers are reported once, not used to choose"
-    return f"chosen on {metric}: this study logged no validation metric, so the choice saw the test part"
 
 
 def best_sequence_run(results: StudyResults, need: str | None = None) -> RunInfo | None:
@@ -165,7 +157,7 @@ def baselines_at(results: StudyResults, like: RunInfo, split: str) -> dict[str, 
         if r.params.get("split") != split or r.params.get("trained_split") != like.params.get("split", "random"):
             continue
         if all(r.params.get(k) == like.params.get(k) for k in keys if k in r.params):
-            out[r.params.get("baseline", r.tags.get("study.baseline", "?"))] = r
+            out[r.params.get("baseline", r.tags.get(BASELINE_TAG, "?"))] = r
     return out
 
 

@@ -13,13 +13,14 @@ import numpy as np
 from analysis import covid_runs, discussion_covid, figures_search, vae_runs
 from analysis.common import fmt_num
 from analysis.results import StudyResults
+from trainables.registry import PREDICTIONS
 
 
 def map_paragraph(results: StudyResults) -> str | None:
-    run = covid_runs.best_sequence_run(results, need="predictions.json")
+    run = covid_runs.best_sequence_run(results, need=PREDICTIONS)
     if run is None:
         return None
-    pred = json.loads(run.artifacts["predictions.json"].read_text())
+    pred = json.loads(run.artifacts[PREDICTIONS].read_text())
     items = sorted(((v["p_increase"], k) for k, v in pred["countries"].items() if v.get("p_increase") is not None),
                    reverse=True)
     if not items:

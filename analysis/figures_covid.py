@@ -15,6 +15,7 @@ from analysis import covid_runs
 from analysis.common import CELL_COLOURS, CELLS, mean_curve, plt, save
 from analysis.results import StudyResults
 from data.errors import DataError
+from trainables.registry import CONFUSION, PREDICTIONS
 
 
 def top_correlated(corr: np.ndarray, n: int = 30) -> np.ndarray:
@@ -249,7 +250,7 @@ def _best_artifact(results: StudyResults, figure: str, name: str):
 
 def fig_confusion(results: StudyResults, out_dir) -> Path | None:
     """Confusion matrix (counts and row-normalised rates) of the best model on its test split."""
-    run, data = _best_artifact(results, "confusion", "confusion.json")
+    run, data = _best_artifact(results, "confusion", CONFUSION)
     if run is None:
         return None
     m = np.asarray(data["matrix"], dtype=float)
@@ -352,7 +353,7 @@ def fig_world_map(results: StudyResults, out_dir) -> Path | None:
     from pygal.style import Style
     from pygal_maps_world.maps import World
 
-    run, pred = _best_artifact(results, "world_map", "predictions.json")
+    run, pred = _best_artifact(results, "world_map", PREDICTIONS)
     if run is None:
         return None
     date = pred.get("date", "?")

@@ -10,6 +10,7 @@ import numpy as np
 
 from analysis.common import best_run
 from analysis.results import RunInfo, StudyResults
+from trainables.registry import IMAGES, SUMMARY
 
 HOMEWORK_WEIGHTS = (1.0, 100.0, 0.0)
 
@@ -42,7 +43,7 @@ def iw_results(run: RunInfo) -> dict[str, float] | None:
     """The end-of-run importance-weighted estimate (trainables.vae): from summary.json, else from the run's
     metrics; None when the run did not compute it (iw_samples=0)."""
     out: dict[str, float] = {}
-    path = run.artifacts.get("summary.json")
+    path = run.artifacts.get(SUMMARY)
     if path is not None:
         try:
             data = json.loads(Path(path).read_text())
@@ -62,7 +63,7 @@ def image_dims(run: RunInfo) -> int:
 
 
 def images(run: RunInfo) -> dict[str, np.ndarray] | None:
-    path = run.artifacts.get("images.npz")
+    path = run.artifacts.get(IMAGES)
     if path is None:
         return None
     with np.load(path) as z:

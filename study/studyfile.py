@@ -1,29 +1,14 @@
 """Studies as files: what is searched, the constants, the fixed runs and the budget, in TOML a user can copy.
 
-```toml
-name = "gru-vs-lstm-time"          # the default study folder name (--name overrides it)
-[[part]]                           # one per trainable: covid, vae
-trainable = "covid"
-num_samples = 6                    # searched trials, after the fixed runs
-scheduler = "asha"                 # or "none"
-grace_period = 1                   # ASHA: epochs before a trial may be stopped
-[part.constants]                   # every trial's settings (the trainable's config keys)
-epochs = 3
-[part.space]                       # searched: choices | int = [lo, hi] | float = [lo, hi], with log = true
-cell = { choices = ["gru", "lstm"] }
-lr = { float = [1e-3, 1e-2], log = true }
-[[part.fixed]]                     # runs made first, in order (or `fixed = [{...}, ...]`)
-cell = "gru"
-```
-The shipped presets are such files (study/presets/*.toml; `study preset show NAME`). Every key is checked
-against the trainable's config before anything is created: a mistake is one line naming the file and the key.
-A space becomes Optuna distributions here, and only here: the searcher, the MLflow tags and analysis use them.
+The format is in the README ("Your own study as a file"); the shipped presets are such files
+(study/presets/*.toml, `study preset show NAME`). Every key is checked against the trainable's config before
+anything is created: a mistake is one line naming the file and the key. A space becomes Optuna distributions
+here, and only here: the searcher, the MLflow tags and analysis use them.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +18,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   distribution_to_json)
 
 from data.errors import DataError
+from study.checks import NAME_RE
 from trainables import registry
 from trainables.common import config_keys
 from trainables.registry import STUDY_KEYS
@@ -102,8 +88,6 @@ def parse(text: str, path: str | Path) -> StudyFile:
     _no_unknown(doc, TOP_KEYS, "", path)
     name = doc.get("name")
     if name is not None:
-        from study.checks import NAME_RE
-
         if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
             raise StudyFileError(f"name = {name!r}: use 1-128 letters, digits, '-', '_' or '.'", path)
     raw_parts = doc.get("part")
@@ -212,8 +196,6 @@ def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
         raise StudyFileError(f"{where}: {kind} = [lo, hi] with two {'whole numbers' if kind == 'int' else 'numbers'}",
                              path)
     lo, hi = bounds
-    if not all(math.isfinite(b) for b in bounds):
-        raise StudyFileError(f"{where}: bounds must be finite", path)
     if lo > hi:
         raise StudyFileError(f"{where}: inverted range [{lo}, {hi}] (low above high)", path)
     if lo == hi:

@@ -178,3 +178,15 @@ def test_study_logs_to_mlflow_server(real_data_dir, tmp_path, mlflow_server):
     # the parent run's own files, too
     parent_files = {f["path"] for f in _api(base, "artifacts/list", {"run_id": parent_id}).get("files", [])}
     assert {"search_space.json", "study_summary.json"} <= parent_files, parent_files
+
+    # the same study through the analysis API and `study show`, from the server alone
+    from analysis import open_study
+
+    study = open_study("srv", tracking_uri=base)
+    assert sorted(study.trials.trial_id) == sorted(tags(r)["ray.trial_id"] for r in trials)
+    assert study.trials.val_acc.notna().all() and study.trials.seq_len.dtype.kind == "i"
+    assert study.chosen("covid")["baselines"].shape[0] > 0
+    shown = subprocess.run([sys.executable, "-m", "study", "show", "srv", "--mlflow-uri", base, "--json"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["parts"]["covid"]["chosen"]["trial_id"] == study.chosen("covid")["trial"].trial_id

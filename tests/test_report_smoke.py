@@ -90,3 +90,80 @@ def test_the_study_file_is_shown(smoke):
     section = smoke.html.split("<h2>The study as run</h2>", 1)[1]
     pre = re.search(r"<pre>(.*?)</pre>", section, re.S).group(1)
     assert html.unescape(pre) == study_file
+
+
+# ------------------------------------------------------------------------------------------- analysis scripts
+def test_open_study_has_one_row_per_ray_trial(smoke):
+    """trials: one row per Ray trial (the Optuna storage and MLflow agree), typed config columns, the state."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from analysis import open_study
+
+    study = open_study(smoke.study_dir)
+    storage = f"sqlite:///{smoke.study_dir / 'optuna.db'}"
+    client = MlflowClient(f"sqlite:///{smoke.study_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id], "tags.trainable != 'baseline'")
+    for part in ("covid", "vae"):
+        rows = study.trials[study.trials.part == part]
+        optuna_trials = optuna.load_study(study_name=part, storage=storage).trials
+        assert sorted(rows.trial_id) == sorted(t.user_attrs["ray_trial_id"] for t in optuna_trials)
+        assert sorted(rows.trial_id) == sorted(r.data.tags["ray.trial_id"] for r in runs
+                                               if r.data.tags.get("trainable") == part)
+        assert dict(zip(rows.trial_id, rows.state)) == {t.user_attrs["ray_trial_id"]: t.state.name
+                                                      for t in optuna_trials}
+        assert rows.chosen.sum() == 1
+    covid = study.trials[study.trials.part == "covid"]
+    assert covid.seq_len.dtype.kind == "i" and covid.hidden_size.dtype.kind == "i" and covid.lr.dtype.kind == "f"
+    assert set(covid.cell) <= {"rnn", "lstm", "gru"} and covid.val_acc.notna().all() and "val_acc_std" in covid
+    assert set(study.history.columns) == {"part", "trial_id", "epoch", "metric", "value"}
+    assert set(study.baselines.baseline) >= {"majority", "logistic", "boosted_trees"}
+
+
+def test_api_and_report_choose_the_same_trial_and_numbers(smoke):
+    from analysis import covid_runs, open_study
+
+    study = open_study(smoke.study_dir)
+    chosen = study.chosen("covid")
+    assert chosen["trial"].run_id == covid_runs.best_sequence_run(study.results).run_id
+    run = next(r for r in study.results.runs if r.run_id == chosen["trial"].run_id)
+    assert f"Best run {run.name}" in smoke.html and run.name.endswith(chosen["trial"].trial_id)
+    assert f"{chosen['test']['test_acc']:.3f}" in smoke.html
+    assert set(chosen["baselines"].split) == {"random", "time"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_show_and_export_give_the_api_numbers(smoke, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from analysis import open_study
+
+    study = open_study(smoke.study_dir)
+    shown = _cli("show", str(smoke.study_dir), "--json", "--top", "3")
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    chosen = study.trials[study.trials.chosen & (study.trials.part == "covid")].iloc[0]
+    assert info["parts"]["covid"]["chosen"]["trial_id"] == chosen.trial_id
+    assert info["parts"]["covid"]["top"][0]["val_acc"] == pytest.approx(chosen.val_acc)
+    assert sum(info["parts"]["covid"]["states"].values()) == (study.trials.part == "covid").sum()
+    assert _cli("show", str(smoke.study_dir)).stdout.count("chosen ") == 2
+    exported = _cli("export", str(smoke.study_dir), "--to", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    for name in ("trials", "history", "baselines"):
+        table = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert list(table.columns) == list(getattr(study, name).columns) and len(table) == len(getattr(study, name))
+
+
+def test_the_readme_analysis_script_runs(smoke, capsys):
+    """The README's script, exactly as shown, with the study folder it names."""
+    text = (ROOT / "README.md").read_text().split("### Analysis scripts", 1)[1]
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert '"studies/NAME"' in code
+    exec(compile(code.replace('"studies/NAME"', repr(str(smoke.study_dir))), "README", "exec"), {})
+    out = capsys.readouterr().out
+    assert "cell" in out and "seq_len" in out and "test_acc" in out

@@ -274,3 +274,29 @@ def test_smoke_covid_keeps_optuna_storage_and_parent_settings(real_data_dir, tmp
     space = json.loads(Path(client.download_artifacts(parent.info.run_id, "search_space.json", str(tmp_path))).read_text())
     assert space["covid"]["space"] == {k: space_spec(d) for k, d in part.space.items()}
     assert space["covid"]["metric"] == part.metric
+
+
+def test_show_and_export_while_the_study_runs(real_data_dir, tmp_path):
+    """Read-only: `study show` and `study export` answer while the driver holds the folder's lock."""
+    study_dir = tmp_path / "live"
+    with open(tmp_path / "run.log", "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "study", "run", "covid", "--preset", "smoke", "--epochs", "4",
+                                 "--storage", str(tmp_path), "--name", "live", "--data-dir", str(real_data_dir)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                if (study_dir / "study.json").exists():
+                    _, _, children = store(study_dir)
+                    if sum(r.info.status == "FINISHED" for r in children) >= 2:
+                        break
+                time.sleep(0.5)
+            shown = study("show", str(study_dir), "--json")
+            parts = json.loads(shown.stdout)["parts"]
+            assert sum(parts["covid"]["states"].values()) >= 2 and parts["covid"]["top"]
+            study("export", str(study_dir), "--to", str(tmp_path / "out"))
+            assert (tmp_path / "out" / "trials.csv").read_text().count("\n") >= 3  # header + two trials
+            assert proc.poll() is None, "the study ended before it could be read while running"
+        finally:
+            assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]

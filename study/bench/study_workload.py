@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from study.bench.timing import BenchRun, Sizes
+from trainables.registry import SUMMARY_FILE
 
 
 # --------------------------------------------------------------------------------------- shared by studies
@@ -84,7 +85,7 @@ def runner_side(part, run: BenchRun, name: str, epoch_time: Callable[[dict], flo
     t0 = time.perf_counter()
     rc = run_study(spec, StudyFile(name=None, parts=[part]))
     end_to_end = time.perf_counter() - t0
-    summary = json.loads((study_dir / "summary.json").read_text())[-1]
+    summary = json.loads((study_dir / SUMMARY_FILE).read_text())[-1]
     trials = len(part.fixed)
     if rc != 0 or summary["errored"] or summary["trials"] != trials:
         raise RuntimeError(f"bench study did not finish cleanly (exit {rc}): {summary}")

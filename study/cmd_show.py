@@ -1,0 +1,121 @@
+"""`study show` and `study export`: a study's trials in the terminal or as CSV files, read-only (no lock), so
+they work on a finished study and on one that is running."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from study.cli import UsageError
+
+# Columns that are not settings a search varies.
+NOT_PARAMS = {"seed", "data_dir", "device", "num_threads", "epochs"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    show = sub.add_parser("show", help="a study's trials by state, the best ones, the chosen trial beside the baselines")
+    _source(show)
+    show.add_argument("--top", type=int, default=5, help="trials to list per part, best first (default 5)")
+    show.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    show.set_defaults(handler=_show)
+    export = sub.add_parser("export", help="write trials.csv, history.csv, baselines.csv (and .parquet with pyarrow)")
+    _source(export)
+    export.add_argument("--to", required=True, help="folder to write the files into")
+    export.set_defaults(handler=_export)
+
+
+def _source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="NAME|DIR", help="a study folder, or a study's name under --storage")
+    p.add_argument("--storage", default="studies", help="folder of study folders (default ./studies)")
+    p.add_argument("--mlflow-uri", help="read the study NAME from this MLflow tracking URI instead")
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from study.checks import probe_mlflow
+
+    probe_mlflow(args.mlflow_uri)  # a server that does not answer: one line in seconds, not MLflow's retries
+    from analysis import open_study
+
+    return open_study(args.study, storage=args.storage, tracking_uri=args.mlflow_uri)
+
+
+def summary(study: Any, top: int) -> dict[str, Any]:
+    """Per part: counts by state, the top trials on the objective with the settings that vary, the choice."""
+    from trainables import registry
+
+    out: dict[str, Any] = {"name": study.name, "parts": {}}
+    for part, trials in study.trials.groupby("part", sort=False):
+        found = registry.get(part)
+        config = registry.get(part).full_config({})
+        varying = [c for c in config if c in trials and c not in NOT_PARAMS
+                   and trials[c].astype(str).nunique() > 1]
+        ranked = trials.dropna(subset=[found.metric]) if found.metric in trials else trials.iloc[0:0]
+        ranked = ranked.sort_values(found.metric, ascending=found.mode == "min").head(top)
+        cols = ["trial_id", "group", "state", found.metric, f"{found.metric}_std", *varying, "epochs_run"]
+        info: dict[str, Any] = {
+            "states": {k: int(v) for k, v in trials.state.value_counts().items()},
+            "metric": found.metric, "mode": found.mode,
+            "top": json.loads(ranked[[c for c in cols if c in ranked]].to_json(orient="records")),
+        }
+        if trials.chosen.any():
+            chosen = study.chosen(part)
+            info["chosen"] = {"trial_id": chosen["trial"].trial_id, found.metric: float(chosen["trial"][found.metric]),
+                              "test": {k: float(v) for k, v in chosen["test"].items()}}
+            if "baselines" in chosen and not chosen["baselines"].empty:
+                info["chosen"]["baselines"] = json.loads(chosen["baselines"].to_json(orient="records"))
+        out["parts"][part] = info
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _show(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
+    info = summary(_open(args), args.top)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"study {info['name']}")
+    for part, p in info["parts"].items():
+        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(p["states"].items()))
+        print(f"\n{part}: {states}; objective {p['metric']} ({p['mode']})")
+        if p["top"]:
+            cols = list(p["top"][0])
+            rows = [[_fmt(r.get(c)) for c in cols] for r in p["top"]]
+            widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+            for r in rows:
+                print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        chosen = p.get("chosen")
+        if chosen:
+            test = ", ".join(f"{k} {v:.4f}" for k, v in chosen["test"].items())
+            print(f"  chosen {chosen['trial_id']} on {p['metric']} {chosen[p['metric']]:.4f}; its test numbers: {test}")
+            for b in chosen.get("baselines", []):
+                print(f"    baseline {b['baseline']} ({b['split']} split): val_acc {_fmt(b['val_acc'])}, "
+                      f"test_acc {_fmt(b['test_acc'])}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    study = _open(args)
+    out = Path(args.to)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import pyarrow  # noqa: F401  (optional: Parquet beside the CSVs)
+    except ImportError:
+        pyarrow = None
+    for name in ("trials", "history", "baselines"):
+        frame = getattr(study, name)
+        frame.to_csv(out / f"{name}.csv", index=False)
+        if pyarrow is not None:
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+    print(f"study: {len(study.trials)} trials, {len(study.history)} history rows, {len(study.baselines)} baseline "
+          f"rows written to {out}")
+    return 0
