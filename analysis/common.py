@@ -54,8 +54,7 @@ def best_run(runs: list[RunInfo], metric: str, mode: str = "max") -> RunInfo | N
     scored = [r for r in runs if np.isfinite(r.metrics.get(metric, math.nan))]
     if not scored:
         return None
-    key = lambda r: r.metrics[metric]  # noqa: E731
-    return max(scored, key=key) if mode == "max" else min(scored, key=key)
+    return (max if mode == "max" else min)(scored, key=lambda r: r.metrics[metric])
 
 
 def most_common(runs: list[RunInfo], param: str) -> str | None:
@@ -76,3 +75,11 @@ def mean_curve(runs: list[RunInfo], key: str) -> tuple[np.ndarray, np.ndarray, n
 
 def fmt_num(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def short_num(text: str | None, digits: int = 4) -> str:
+    """A logged number in a few significant digits (an lr drawn by the search has 17)."""
+    try:
+        return f"{float(text):.{digits}g}"
+    except (TypeError, ValueError):
+        return str(text)

@@ -10,25 +10,18 @@ import numpy as np
 from analysis.results import RunInfo, StudyResults
 
 
-def _data_dir(results: StudyResults, run: RunInfo | None):
-    from data.location import resolve_data_dir
-
-    flag = results.data_dir or (run.param("data_dir") if run else None)
-    return resolve_data_dir(flag)
-
-
 def correlation(results: StudyResults, run: RunInfo | None = None) -> tuple[np.ndarray, list[str], dict]:
     """(corr (C,C), country names, info) of daily new cases with the run's date_range / revisions params."""
     from data.correlation import pearson_matrix
     from data.covid import daily_new_cases, load_confirmed
-    from data.location import CONFIRMED_NAME, covid_file
+    from data.location import CONFIRMED_NAME, covid_file, resolve_data_dir
 
     if run is None:
-        runs = results.select(trainable="covid")
-        run = runs[0] if runs else None
+        run = next(iter(results.select(trainable="covid")), None)
     date_range = (run.param("date_range") if run else None) or "full"
     revisions = (run.param("revisions") if run else None) or "clip"
-    path = covid_file(_data_dir(results, run), CONFIRMED_NAME, download=False)
+    data_dir = resolve_data_dir(results.data_dir or (run.param("data_dir") if run else None))
+    path = covid_file(data_dir, CONFIRMED_NAME, download=False)
     daily = daily_new_cases(load_confirmed(path, date_range), revisions)
     corr, zero = pearson_matrix(daily.values)
     info = {

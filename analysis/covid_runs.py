@@ -13,8 +13,7 @@ import numpy as np
 from analysis.common import CELLS, best_run, most_common, t_interval
 from analysis.results import RunInfo, StudyResults
 from data.errors import DataError
-from trainables.registry import SPACE_TAG, SUMMARY
-from trainables.registry import BASELINE_TAG
+from trainables.registry import BASELINE, BASELINE_TAG, SPACE_TAG, SUMMARY
 
 
 def sequence_runs(results: StudyResults) -> list[RunInfo]:
@@ -34,11 +33,8 @@ def design_runs(results: StudyResults) -> list[RunInfo]:
 def objective(results: StudyResults) -> tuple[str, str]:
     """The metric the study chose on (logged with its search space), val_acc when it logged none. A store from
     before validation parts existed has no val_acc at all: its runs can only be ranked by test_acc."""
-    text = results.parent_tags.get(SPACE_TAG + "covid")
-    metric, mode = "val_acc", "max"
-    if text:
-        space = json.loads(text)
-        metric, mode = space.get("metric", metric), space.get("mode", mode)
+    space = json.loads(results.parent_tags.get(SPACE_TAG + "covid") or "{}")
+    metric, mode = space.get("metric", "val_acc"), space.get("mode", "max")
     if not any(metric in r.metrics for r in sequence_runs(results)):
         return "test_acc", "max"
     return metric, mode
@@ -144,16 +140,12 @@ def summary(run: RunInfo) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- baselines
-def baseline_runs(results: StudyResults) -> list[RunInfo]:
-    return [r for r in results.runs if r.trainable == "baseline"]
-
-
 def baselines_at(results: StudyResults, like: RunInfo, split: str) -> dict[str, RunInfo]:
     """The baseline runs on `like`'s data setting (date range, set C, L, label, trained split, fractions, seed),
     scored on `split`: name -> run."""
     keys = ("date_range", "revisions", "selection", "threshold", "seq_len", "label", "train_frac", "val_frac", "seed")
     out = {}
-    for r in baseline_runs(results):
+    for r in results.select(trainable=BASELINE):
         if r.params.get("split") != split or r.params.get("trained_split") != like.params.get("split", "random"):
             continue
         if all(r.params.get(k) == like.params.get(k) for k in keys if k in r.params):
@@ -219,8 +211,7 @@ def norm_pairs(results: StudyResults) -> tuple[dict[str, list[RunInfo]], str] | 
     return by_norm, f"{p.get('cell')}, L={p.get('seq_len')}, split={p.get('split', 'random')}"
 
 
-# Params that do not change what a run computes (or are the one compared): runs equal in every other param are
-# comparable
+# Params that do not change what a run computes (or are the one compared): runs equal in every other are comparable
 NOT_A_SETTING = {"norm", "data_dir", "device", "num_threads"}
 
 
@@ -247,14 +238,9 @@ def set_c(results: StudyResults) -> dict | None:
         "threshold": run.param("threshold", "?"),
         "reference": run.param("reference") if run.param("selection") == "reference" else None,
         "min_partners": run.param("min_partners") if run.param("selection") == "k-partners" else None,
-        "countries": None,
     }
-    summary = run.artifacts.get(SUMMARY)
-    n_logged = None
-    if summary is not None:
-        data = json.loads(summary.read_text())
-        info["countries"] = data.get("countries_c") or data.get("set_c")
-        n_logged = data.get("n_countries_c")
+    logged = summary(run)
+    info["countries"] = logged.get("countries_c") or logged.get("set_c")
     if info["countries"] is None:
         from analysis.covid_data import recompute_set_c
 
@@ -262,5 +248,5 @@ def set_c(results: StudyResults) -> dict | None:
             info["countries"] = recompute_set_c(results, run)
         except DataError as err:  # no CSV here, or not the runs': the section says so
             info["error"] = str(err)
-    info["size"] = len(info["countries"]) if info["countries"] is not None else n_logged
+    info["size"] = len(info["countries"]) if info["countries"] is not None else logged.get("n_countries_c")
     return info

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from analysis import covid_runs, discussion_covid, figures_search, vae_runs
-from analysis.common import fmt_num
+from analysis.common import fmt_num, short_num
 from analysis.results import StudyResults
 from trainables.registry import PREDICTIONS
 
@@ -33,22 +33,14 @@ def map_paragraph(results: StudyResults) -> str | None:
             f"{len(items)} countries; most likely: {top}; least likely: {low}.")
 
 
-def _short(text: str) -> str:
-    try:
-        return f"{float(text):.3g}"
-    except ValueError:
-        return text
-
-
 def search_paragraph(results: StudyResults, trainable: str) -> str | None:
     runs = figures_search.search_trials(results, trainable)
     if not runs:
         return None
     metric, direction = figures_search.objective(results, trainable)
-    pick = max if direction == "maximize" else min
-    best = pick(runs, key=lambda r: r.metrics[metric])
+    best = (max if direction == "maximize" else min)(runs, key=lambda r: r.metrics[metric])
     varied = figures_search.infer_distributions(runs)
-    cfg = ", ".join(f"{k}={_short(best.params[k])}" for k in varied) or "no parameter varied"
+    cfg = ", ".join(f"{k}={short_num(best.params[k], 3)}" for k in varied) or "no parameter varied"
     text = (f"The search ran {len(runs)} trial{'s' if len(runs) != 1 else ''} (fixed runs included) on {metric}; the "
             f"best reached {metric} = {best.metrics[metric]:.4g} ({cfg}).")
     imp = figures_search.param_importances(results, trainable)
@@ -107,7 +99,7 @@ def iw_paragraph(runs: dict) -> str | None:
         parts.append(f"{vae_runs.weight_label(w)}: {iw['test_iw_nll']:.1f} vs {iw['test_iw_neg_elbo']:.1f} nats/image "
                      f"(gap {gap:.1f} nats, {gap / (vae_runs.image_dims(r) * math.log(2)):.4f} bits/dim)")
     ks = sorted({int(iw.get("iw_samples", 0)) for _w, _r, iw in rows})
-    k_txt = f"k={ks[0]}" if len(ks) == 1 else "k=" + "/".join(str(k) for k in ks)
+    k_txt = "k=" + "/".join(str(k) for k in ks)
     text = (f"Importance weighting with {k_txt} samples of q(z|x) per held-out image gives a tighter bound on "
             "-log p(x) than the ELBO of the same samples (IWAE estimate vs negative ELBO): " + "; ".join(parts) + ". "
             "The gap is a lower bound on the mean KL(q(z|x) || p(z|x)), how far the encoder's posterior is from the "
@@ -125,12 +117,10 @@ def vae_discussion(results: StudyResults) -> list[str]:
     out = []
     stats = {w: vae_runs.image_stats(r) for w, r in runs.items()}
     if runs:
-        parts = []
-        for w, r in runs.items():
-            m = r.metrics
-            parts.append(f"{vae_runs.weight_label(w)}: negative ELBO {fmt_num(m.get('test_neg_elbo'), 1)} nats/image "
-                         f"({fmt_num(m.get('test_bits_per_dim'))} bits/dim) = reconstruction "
-                         f"{fmt_num(m.get('test_recon'), 1)} + KL {fmt_num(m.get('test_kl'), 2)}")
+        parts = [f"{vae_runs.weight_label(w)}: negative ELBO {fmt_num(r.metrics.get('test_neg_elbo'), 1)} nats/image "
+                 f"({fmt_num(r.metrics.get('test_bits_per_dim'))} bits/dim) = reconstruction "
+                 f"{fmt_num(r.metrics.get('test_recon'), 1)} + KL {fmt_num(r.metrics.get('test_kl'), 2)}"
+                 for w, r in runs.items()]
         text = "Held-out results after the last epoch. " + "; ".join(parts) + "."
         s1 = stats.get(1.0)
         words = vae_runs.describe_samples(s1)[1] if s1 else ""
@@ -154,10 +144,4 @@ def vae_discussion(results: StudyResults) -> list[str]:
                    f"{rho_kl:+.2f} with the KL term and {rho_rec:+.2f} with the reconstruction term: "
                    + ("a heavier KL weight buys a smaller KL with worse reconstructions."
                       if rho_kl < 0 < rho_rec else "the expected trade-off is not clean in these runs."))
-    iw = iw_paragraph(runs)
-    if iw:
-        out.append(iw)
-    sp = search_paragraph(results, "vae")
-    if sp:
-        out.append(sp)
-    return out
+    return out + [p for p in (iw_paragraph(runs), search_paragraph(results, "vae")) if p]

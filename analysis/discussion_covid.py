@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from analysis import covid_runs
-from analysis.common import CELLS, fmt_num
+from analysis.common import CELLS, fmt_num, short_num
 from analysis.results import StudyResults
+from trainables.registry import BASELINE
 
 BASELINE_NAMES = {"majority": "the majority class", "weekly": "the weekly rule", "logistic": "logistic regression",
                   "boosted_trees": "gradient-boosted trees"}
@@ -22,14 +23,6 @@ BASELINE_NAMES = {"majority": "the majority class", "weekly": "the weekly rule",
 
 def _pm(mean: float, half: float, n: int) -> str:
     return f"{mean:.3f}" + (f" ± {half:.3f} (95% CI over {n} seeds)" if n > 1 and np.isfinite(half) else f" ({n} seed)")
-
-
-def _short_num(text: str | None) -> str:
-    """A logged number in 4 significant digits (an lr drawn by the search has 17)."""
-    try:
-        return f"{float(text):.4g}"
-    except (TypeError, ValueError):
-        return str(text)
 
 
 def _points(x: float) -> str:
@@ -45,7 +38,7 @@ def chosen_paragraph(results: StudyResults) -> str | None:
     p = run.param
     text = (f"Chosen on {metric} ({fmt_num(run.metrics.get(metric))}) among {len(covid_runs.sequence_runs(results))} "
             f"trials: {p('cell', '?').upper()}, L={p('seq_len')}, hidden {p('hidden_size')}, features '{p('features', 'counts')}', "
-            f"norm '{p('norm')}', lr {_short_num(p('lr'))}. Its test accuracy is "
+            f"norm '{p('norm')}', lr {short_num(p('lr'))}. Its test accuracy is "
             f"{_pm(*covid_runs.interval([run], 'test_acc'))} on the {p('split', 'random')} split")
     # a time-split study's main models are the leakage-free ones: no twin to name twice
     text += "." if p("split", "random") == "time" else f" and {_pm(*covid_runs.interval([run], 'test_acc_time'))} on the time split."
@@ -67,7 +60,7 @@ def baseline_gap_paragraph(results: StudyResults) -> str | None:
     """Per cell: its best and worst gain over the best baseline (chosen on validation) across L, both splits."""
     rows = covid_runs.acc_vs_L(results)
     design = covid_runs.design_runs(results)
-    if not rows or not covid_runs.baseline_runs(results):
+    if not rows or not results.select(trainable=BASELINE):
         return None
     parts = []
     for split, attr, ci in (("random", "acc_random", "ci_random"), ("time", "acc_time", "ci_time")):
@@ -127,13 +120,12 @@ def constant_paragraph(results: StudyResults) -> str | None:
     named = [f"{r.cell.upper()} at L={r.seq_len} ({r.constant} of {r.models} seeds)" for r in rows if r.constant]
     if not rows:
         return None
-    total = sum(r.constant for r in rows)
     if not named:
         return (f"None of the {sum(r.models for r in rows)} models behind the accuracy-vs-L table predicts a single "
                 "class on the whole test part.")
-    return (f"{total} of {sum(r.models for r in rows)} models behind the accuracy-vs-L table predict a single class on the whole "
-            f"test part: {', '.join(named)}. Those are majority-class predictors, whatever their cell; their accuracy "
-            "is the majority rate, not forecasting skill.")
+    return (f"{sum(r.constant for r in rows)} of {sum(r.models for r in rows)} models behind the accuracy-vs-L table "
+            f"predict a single class on the whole test part: {', '.join(named)}. Those are majority-class predictors, "
+            "whatever their cell; their accuracy is the majority rate, not forecasting skill.")
 
 
 def features_paragraph(results: StudyResults) -> str | None:

@@ -76,16 +76,8 @@ def draw_corr_heatmap(corr: np.ndarray, names: list[str], title: str, zoom: bool
     return fig
 
 
-def plot_corr_heatmap(corr: np.ndarray, names: list[str], path: Path, title: str, zoom: bool = False) -> Path:
-    """draw_corr_heatmap written to path."""
-    fig = draw_corr_heatmap(corr, names, title, zoom)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def _corr(results, corr, names, figure):
+    """(matrix, names, " (first..last day)" or "") from the arguments, else from the CSV."""
     if corr is not None:
         return np.asarray(corr), list(names), ""
     from analysis.covid_data import correlation
@@ -95,7 +87,7 @@ def _corr(results, corr, names, figure):
     except DataError as err:  # no CSV here (or not one the data layer can read): the report says why
         results.skip(figure, f"needs the COVID CSV ({err})")
         return None, None, None
-    return c, nm, f"{info['first']}..{info['last']}"
+    return c, nm, f" ({info['first']}..{info['last']})"
 
 
 def fig_corr_all(results: StudyResults, out_dir, *, corr=None, names=None) -> Path | None:
@@ -103,8 +95,8 @@ def fig_corr_all(results: StudyResults, out_dir, *, corr=None, names=None) -> Pa
     corr, names, span = _corr(results, corr, names, "corr_all")
     if corr is None:
         return None
-    title = f"Correlation of daily new cases, all {len(names)} countries" + (f" ({span})" if span else "")
-    return plot_corr_heatmap(corr, names, Path(out_dir) / "covid_corr_all.png", title)
+    title = f"Correlation of daily new cases, all {len(names)} countries{span}"
+    return save(draw_corr_heatmap(corr, names, title), out_dir, "covid_corr_all.png")
 
 
 def fig_corr_top(results: StudyResults, out_dir, *, corr=None, names=None, n: int = 30) -> Path | None:
@@ -113,9 +105,9 @@ def fig_corr_top(results: StudyResults, out_dir, *, corr=None, names=None, n: in
     if corr is None:
         return None
     idx = top_correlated(corr, n)
-    sub = corr[np.ix_(idx, idx)]
-    title = f"Top {len(idx)} countries by mean correlation" + (f" ({span})" if span else "")
-    return plot_corr_heatmap(sub, [names[i] for i in idx], Path(out_dir) / "covid_corr_top.png", title, zoom=True)
+    fig = draw_corr_heatmap(corr[np.ix_(idx, idx)], [names[i] for i in idx],
+                            f"Top {len(idx)} countries by mean correlation{span}", zoom=True)
+    return save(fig, out_dir, "covid_corr_top.png")
 
 
 def _band(ax, runs, key, colour, label, style="-"):
@@ -130,11 +122,6 @@ def _band(ax, runs, key, colour, label, style="-"):
         lo, hi = mean - std[1], mean + std[1]
     if len(runs) > 1 or std is not None:
         ax.fill_between(steps, lo, hi, color=colour, alpha=0.15)
-
-
-def _seeds_label(runs) -> str:
-    n = sum(covid_runs.seeds_of(r) for r in runs)
-    return f"{n} seed{'s' if n > 1 else ''}"
 
 
 def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
@@ -158,7 +145,8 @@ def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             if i == 0:
-                ax.set_title(f"{cell.upper()}, L={runs[0].params.get('seq_len')} ({_seeds_label(runs)})")
+                n = sum(covid_runs.seeds_of(r) for r in runs)
+                ax.set_title(f"{cell.upper()}, L={runs[0].params.get('seq_len')} ({n} seed{'s' if n > 1 else ''})")
             ax.legend(fontsize=8)
     fig.suptitle(f"Learning curves per cell type ({label}; band = spread over seeds)")
     fig.tight_layout()
@@ -226,10 +214,9 @@ def fig_norm_effect(results: StudyResults, out_dir) -> Path | None:
     for k, (norm, runs) in enumerate(sorted(by_norm.items())):
         c = "black" if norm == "none" else colours(k)
         tag = f"norm={norm} (n={len(runs)})"
-        _band(axes[0], runs, "test_acc", c, f"{tag} test")
-        _band(axes[0], runs, "train_acc", c, f"{tag} train", "--")
-        _band(axes[1], runs, "test_loss", c, f"{tag} test")
-        _band(axes[1], runs, "train_loss", c, f"{tag} train", "--")
+        for ax, metric in zip(axes, ("acc", "loss")):
+            _band(ax, runs, f"test_{metric}", c, f"{tag} test")
+            _band(ax, runs, f"train_{metric}", c, f"{tag} train", "--")
     for ax, name in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
@@ -278,35 +265,26 @@ NO_DATA_GREY = "#d4d4d4"
 SVG_NS = "http://www.w3.org/2000/svg"
 
 
-def world_map_values(predictions: dict) -> tuple[list[dict[str, float]], list[str]]:
-    """p_increase per iso2, binned into five legend classes; names that pygal cannot draw come back separately."""
-    from pygal_maps_world.maps import World
-
-    known = World.area_names
-    bins: list[dict[str, float]] = [{} for _ in P_COLOURS]
-    unmapped = []
-    for name, entry in sorted(predictions.items()):
-        iso = (entry.get("iso2") or "").lower()
-        p = entry.get("p_increase")
-        if not iso or iso not in known or p is None or not np.isfinite(p):
-            unmapped.append(name)
-            continue
-        k = int(np.searchsorted(P_BINS, p, side="right") - 1)
-        bins[min(max(k, 0), len(P_COLOURS) - 1)][iso] = float(p)
-    return bins, unmapped
-
-
-def map_tooltips(predictions: dict, date: str) -> dict[str, str]:
-    """iso2 -> the hover text of that country's shape, named as in the CSSE data."""
+def _on_map(predictions: dict) -> dict[str, tuple[str, float]]:
+    """Country name (as in the CSSE data) -> (iso2, p_increase) for each country pygal can draw with a probability."""
     from pygal_maps_world.maps import World
 
     out = {}
     for name, entry in sorted(predictions.items()):
-        iso = (entry.get("iso2") or "").lower()
-        p = entry.get("p_increase")
+        iso, p = (entry.get("iso2") or "").lower(), entry.get("p_increase")
         if iso in World.area_names and p is not None and np.isfinite(p):
-            out[iso] = f"{name}: {p:.0%} chance of a rise on {date}"
+            out[name] = (iso, float(p))
     return out
+
+
+def world_map_values(predictions: dict) -> tuple[list[dict[str, float]], list[str]]:
+    """p_increase per iso2, binned into five legend classes; names that pygal cannot draw come back separately."""
+    mapped = _on_map(predictions)
+    bins: list[dict[str, float]] = [{} for _ in P_COLOURS]
+    for iso, p in mapped.values():
+        k = int(np.searchsorted(P_BINS, p, side="right") - 1)
+        bins[min(max(k, 0), len(P_COLOURS) - 1)][iso] = p
+    return bins, [name for name in sorted(predictions) if name not in mapped]
 
 
 def _offline_svg(tooltips: dict[str, str]):
@@ -318,16 +296,11 @@ def _offline_svg(tooltips: dict[str, str]):
 
     from pygal_maps_world.maps import World
 
-    def strip(parent) -> None:
-        for child in list(parent):
-            tag = child.tag if isinstance(child.tag, str) else ""
-            if child.tag is ET.Comment or tag.rsplit("}", 1)[-1] == "script":
-                parent.remove(child)
-            else:
-                strip(child)
-
     def apply(root):
-        strip(root)
+        for parent in list(root.iter()):
+            for child in list(parent):
+                if child.tag is ET.Comment or str(child.tag).rsplit("}", 1)[-1] == "script":
+                    parent.remove(child)
         for g in root.iter():
             cls = (g.get("class") or "").split()
             if len(cls) < 3 or cls[1:3] != ["country", "map-element"]:
@@ -368,7 +341,8 @@ def fig_world_map(results: StudyResults, out_dir) -> Path | None:
     for (lo, hi), values in zip(zip(P_BINS[:-1], P_BINS[1:]), bins):
         chart.add(f"{lo:.1f}-{min(hi, 1.0):.1f} ({len(values)})", values)
     chart.add(f"no data ({no_data})", {})  # a legend entry for the grey shapes
-    chart.add_xml_filter(_offline_svg(map_tooltips(pred["countries"], date)))
+    chart.add_xml_filter(_offline_svg({iso: f"{name}: {p:.0%} chance of a rise on {date}"
+                                       for name, (iso, p) in _on_map(pred["countries"]).items()}))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "covid_world_map.svg"

@@ -14,6 +14,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,9 @@ def objective(results: StudyResults, trainable: str, study=None) -> tuple[str, s
     study = study if study is not None else optuna_study(results, trainable)
     if study is not None and study.user_attrs.get("metric"):
         return study.user_attrs["metric"], study.direction.name.lower()
-    text = results.parent_tags.get(SPACE_TAG + trainable)
-    if text:
-        logged = json.loads(text)
-        if logged.get("metric") and logged.get("mode") in DIRECTION:
-            return logged["metric"], DIRECTION[logged["mode"]]
+    logged = json.loads(results.parent_tags.get(SPACE_TAG + trainable) or "{}")
+    if logged.get("metric") and logged.get("mode") in DIRECTION:
+        return logged["metric"], DIRECTION[logged["mode"]]
     found = registry.get(trainable)
     return found.metric, DIRECTION[found.mode]
 
@@ -67,10 +66,7 @@ def search_trials(results: StudyResults, trainable: str) -> list[RunInfo]:
 
 def _choice(choices, logged: str):
     """The typed choice a logged (string) param stands for: 16 for "16", 1.0 for "1.0"."""
-    for c in choices:
-        if logged == c or logged == str(c) or logged == json.dumps(c):
-            return c
-    return logged
+    return next((c for c in choices if logged in (c, str(c), json.dumps(c))), logged)
 
 
 def _number(text: str):
@@ -103,9 +99,8 @@ def infer_distributions(runs: list[RunInfo]) -> dict:
             continue
         try:
             nums = [_number(v) for v in values]
-        except (TypeError, ValueError):
-            out[key] = d.CategoricalDistribution(sorted(set(values)))
-            continue
+        except ValueError:
+            nums = [math.nan]
         if not all(np.isfinite(nums)):
             out[key] = d.CategoricalDistribution(sorted(set(values)))
         elif len(set(nums)) < min(len(nums), 9) and not all(isinstance(n, int) for n in nums):
@@ -129,11 +124,8 @@ def rebuild_study(results: StudyResults, trainable: str):
     dists = logged_space(results, trainable) or infer_distributions(runs)
     study = optuna.create_study(direction=direction)
     for r in runs:
-        params = {}
-        for k, dist in dists.items():
-            v = r.params[k]
-            params[k] = _choice(dist.choices, v) if isinstance(dist, optuna.distributions.CategoricalDistribution) \
-                else _number(v)
+        params = {k: _choice(d.choices, r.params[k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                  else _number(r.params[k]) for k, d in dists.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r.metrics[metric],
                                                   user_attrs={"run": r.name}))
     return study, runs
@@ -213,6 +205,7 @@ def search_history(results: StudyResults, trainable: str) -> SearchHistory | Non
 
 
 def _history(results: StudyResults, out_dir, trainable: str):
+    """The objective of each trial (fixed runs and searched ones) and the best so far."""
     figure = f"{trainable}_search_history"
     hist = search_history(results, trainable)
     if hist is None:
@@ -244,6 +237,7 @@ def _history(results: StudyResults, out_dir, trainable: str):
 
 
 def _importance(results: StudyResults, out_dir, trainable: str):
+    """Which searched hyperparameters explain the objective (fANOVA)."""
     figure = f"{trainable}_search_importance"
     imp = param_importances(results, trainable)
     if not imp:
@@ -264,21 +258,7 @@ def _importance(results: StudyResults, out_dir, trainable: str):
     return save(fig, out_dir, f"{figure}.png")
 
 
-def fig_covid_search_history(results: StudyResults, out_dir):
-    """The objective of each COVID trial (fixed runs and searched ones) and the best so far."""
-    return _history(results, out_dir, "covid")
-
-
-def fig_covid_search_importance(results: StudyResults, out_dir):
-    """Which searched hyperparameters explain the COVID objective (fANOVA)."""
-    return _importance(results, out_dir, "covid")
-
-
-def fig_vae_search_history(results: StudyResults, out_dir):
-    """The objective (held-out negative ELBO) of each VAE trial, fixed and searched, and the best so far."""
-    return _history(results, out_dir, "vae")
-
-
-def fig_vae_search_importance(results: StudyResults, out_dir):
-    """Which searched hyperparameters explain the VAE's objective (fANOVA)."""
-    return _importance(results, out_dir, "vae")
+fig_covid_search_history = partial(_history, trainable="covid")
+fig_covid_search_importance = partial(_importance, trainable="covid")
+fig_vae_search_history = partial(_history, trainable="vae")
+fig_vae_search_importance = partial(_importance, trainable="vae")

@@ -99,61 +99,54 @@ def montage(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
     return out
 
 
-def _grid_figure(results, out_dir, figure, name, build, title):
-    """One panel per KL weight; build(imgs) -> (montage array, caption) or None when the artefact lacks it."""
+def _grid_figure(results, out_dir, figure: str, needs: tuple[str, ...], build, title: str):
+    """One panel per KL weight whose images.npz has the arrays `needs`; build(imgs) -> (montage array, caption)."""
     runs = _runs_or_skip(results, figure)
     panels = []
     for w, run in runs.items():
         imgs = vae_runs.images(run)
-        built = build(imgs) if imgs else None
-        if built is not None:
-            panels.append((w, run, *built))
+        if imgs and all(k in imgs for k in needs):
+            panels.append((w, *build(imgs)))
     if not panels:
         if runs:
             results.skip(figure, "the VAE runs have no images.npz")
         return None
-    width = max(p[2].shape[1] for p in panels)
-    height = sum(p[2].shape[0] for p in panels)
+    width = max(p[1].shape[1] for p in panels)
+    height = sum(p[1].shape[0] for p in panels)
     fig_w = 10.0
     fig, axes = plt.subplots(len(panels), 1, figsize=(fig_w, fig_w * height / width + 0.6 * len(panels)), squeeze=False)
-    for ax, (w, run, img, caption) in zip(axes[:, 0], panels):
+    for ax, (w, img, caption) in zip(axes[:, 0], panels):
         ax.imshow(img, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(f"{vae_runs.weight_label(w)}: {caption}", fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
-    return save(fig, out_dir, name)
+    return save(fig, out_dir, f"{figure}.png")
 
 
 def fig_vae_reconstructions(results: StudyResults, out_dir):
     """Per KL weight: real held-out images (top row) above their reconstructions (bottom row)."""
     def build(imgs):
-        if "real" not in imgs or "recon" not in imgs:
-            return None
         k = min(10, len(imgs["real"]))
         return montage(np.concatenate([imgs["real"][:k], imgs["recon"][:k]]), k), "top real, bottom reconstruction"
-    return _grid_figure(results, out_dir, "vae_reconstructions", "vae_reconstructions.png", build,
+    return _grid_figure(results, out_dir, "vae_reconstructions", ("real", "recon"), build,
                         "Real images and their reconstructions")
 
 
 def fig_vae_samples(results: StudyResults, out_dir):
     """Per KL weight: decoded samples z ~ p(z) = N(0, I)."""
     def build(imgs):
-        if "samples" not in imgs:
-            return None
         s = imgs["samples"][:24]
         return montage(s, 12), f"{len(s)} samples from the prior"
-    return _grid_figure(results, out_dir, "vae_samples", "vae_samples.png", build, "Samples from the prior p(z)")
+    return _grid_figure(results, out_dir, "vae_samples", ("samples",), build, "Samples from the prior p(z)")
 
 
 def fig_vae_interpolation(results: StudyResults, out_dir):
     """Per KL weight: decoded points on the line between two real images' latent means (real images at the ends)."""
     def build(imgs):
-        if "interp" not in imgs:
-            return None
         strip = imgs["interp"]
         return montage(strip, len(strip), pad=2), f"real | {len(strip) - 2} interpolated | real"
-    return _grid_figure(results, out_dir, "vae_interpolation", "vae_interpolation.png", build,
+    return _grid_figure(results, out_dir, "vae_interpolation", ("interp",), build,
                         "Interpolation between the latent codes of two real images")
 
 

@@ -10,14 +10,14 @@ import html
 import json
 import os
 import re
-import tempfile
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
 from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
 from analysis.common import fmt_num
 from analysis.results import StudyResults
-from trainables.registry import ERROR_TAG, KIND_TAG, PRESET_TAG, STUDY_FILE, SUMMARY
+from trainables.registry import ERROR_TAG, KIND_TAG, PRESET_TAG, STUDY_FILE
 
 # (problem, key, caption, function)
 FIGURES = [
@@ -75,9 +75,8 @@ def _covid_blocks(results, figs, out_dir) -> list:
     best = covid_runs.best_sequence_run(results)
     if best is None:
         return b + [("p", "This study has no finished COVID (sequence) runs.")]
-    summary = json.loads(best.artifacts[SUMMARY].read_text()) if SUMMARY in best.artifacts else None
     b += [("h3", "Data and preprocessing (from the best run's config)")]
-    b += [("list", describe.sequence_preprocessing(best, summary))]
+    b += [("list", describe.sequence_preprocessing(best, covid_runs.summary(best)))]
     b += [("h3", "Architecture"), ("p", f"Best run {best.name}: {best.param('cell', '?').upper()}, hidden size "
           f"{best.param('hidden_size')}, {best.param('num_layers')} layer(s), optimiser {best.param('optimizer', 'adam')}, "
           f"lr {best.param('lr')}, batch {best.param('batch_size')}, {best.param('epochs')} epochs.")]
@@ -173,9 +172,7 @@ def _iw_blocks(runs: dict) -> list:
 
 
 def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
-    counts = {}
-    for r in results.runs:
-        counts[(r.trainable, r.group)] = counts.get((r.trainable, r.group), 0) + 1
+    counts = Counter((r.trainable, r.group) for r in results.runs)
     b: list = [("h1", f"Study report: {results.name}")]
     b.append(("p", f"Kind {results.parent_tags.get(KIND_TAG, '?')}, preset {results.parent_tags.get(PRESET_TAG, '?')}; "
               f"{len(results.runs)} finished runs (" + ", ".join(f"{n} {t}/{g}" if g else f"{n} {t}" for (t, g), n in sorted(counts.items()))
@@ -266,13 +263,6 @@ def md_text(text) -> str:
     return _MD_BLOCK_START.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], t)
 
 
-def _md_fence(text: str) -> str:
-    """A code fence longer than any backtick run inside, so the text cannot close it early."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}\n{text}\n{fence}"
-
-
 def to_markdown(blocks: list) -> str:
     out = []
     for blk in blocks:
@@ -283,8 +273,9 @@ def to_markdown(blocks: list) -> str:
             out.append(md_text(blk[1]))
         elif kind == "list":
             out.append("\n".join(f"- {md_text(i)}" for i in blk[1]))
-        elif kind == "pre":
-            out.append(_md_fence(blk[1]))
+        elif kind == "pre":  # a fence longer than any backtick run inside, so the text cannot close it early
+            fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", blk[1])), default=0) + 1)
+            out.append(f"{fence}\n{blk[1]}\n{fence}")
         elif kind == "table":
             rows = [[md_text(h) for h in blk[1]], ["---"] * len(blk[1])] + [[md_text(c) for c in r] for r in blk[2]]
             out.append("\n".join("| " + " | ".join(r) + " |" for r in rows))
@@ -293,26 +284,12 @@ def to_markdown(blocks: list) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _umask() -> int:
-    """The process umask. Linux shows it in /proc; elsewhere os.umask is the only way to read it (set and restore)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
 def _write(path: Path, text: str) -> None:
-    """Temp file + rename: a reader never sees half a report. A temp file is private (0600); a report is for
-    sharing, so it gets the mode a plain open() would have given it (0666 less the umask), like the figures."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o666 & ~_umask())
-    os.replace(tmp.name, path)
+    """Temp file + rename: a reader never sees half a report. The temp file is made by a plain open(), so it has
+    the mode a report is shared with (0666 less the umask, like the figures), not tempfile's private 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def write_report(results: StudyResults, out_dir) -> Path:

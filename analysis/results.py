@@ -6,6 +6,7 @@ child runs tagged `trainable`/`group` with config params, per-epoch metrics (ste
 """
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ import numpy as np
 from data.errors import DataError
 from trainables import registry
 
-ARTIFACT_DIR = registry.RUN_RESULTS
 SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
 
 
@@ -55,9 +55,6 @@ class RunInfo:
         except (KeyError, TypeError, ValueError):
             return default
 
-    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        return self.history.get(key)
-
 
 @dataclass
 class StudyResults:
@@ -75,16 +72,8 @@ class StudyResults:
 
     def select(self, trainable: str | None = None, group: str | None = None, **params: str) -> list[RunInfo]:
         """Finished runs by tag and by exact param values (compared as strings, as logged)."""
-        out = []
-        for r in self.runs:
-            if trainable and r.trainable != trainable:
-                continue
-            if group and r.group != group:
-                continue
-            if any(r.params.get(k) != str(v) for k, v in params.items()):
-                continue
-            out.append(r)
-        return out
+        return [r for r in self.runs if (not trainable or r.trainable == trainable) and (not group or r.group == group)
+                and all(r.params.get(k) == str(v) for k, v in params.items())]
 
     def skip(self, figure: str, reason: str) -> None:
         """Record why a figure is missing so the report can say so instead of silently dropping it."""
@@ -94,42 +83,27 @@ class StudyResults:
         """Runs as a pandas DataFrame: one row per run, columns run/tags/params/final metrics."""
         import pandas as pd
 
-        rows = []
-        for r in self.runs:
-            row = {"run_id": r.run_id, "name": r.name, "trainable": r.trainable, "group": r.group}
-            row.update({f"param.{k}": v for k, v in r.params.items()})
-            row.update({f"metric.{k}": v for k, v in r.metrics.items()})
-            rows.append(row)
-        return pd.DataFrame(rows)
+        return pd.DataFrame([{"run_id": r.run_id, "name": r.name, "trainable": r.trainable, "group": r.group,
+                              **{f"param.{k}": v for k, v in r.params.items()},
+                              **{f"metric.{k}": v for k, v in r.metrics.items()}} for r in self.runs])
 
 
 def config_defaults(trainable: str) -> dict[str, str]:
     """The trainable's config defaults, logged-style (JSON for non-strings): a run that did not log a key used these.
 
     study/ logs the config dict it passed, which may leave out keys the trainable filled from its defaults."""
-    import json
-
-    if trainable not in registry.TRAINABLES:
-        return {}
     defaults = registry.get(trainable).full_config({})
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in defaults.items()}
 
 
-def _local_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    return None
-
-
 def _artifacts(client, run, cache: Path) -> dict[str, Path]:
     """Artefacts under results/: used in place for a local store, else downloaded (weights skipped)."""
-    local = _local_path(run.info.artifact_uri)
-    if local is not None and (local / ARTIFACT_DIR).is_dir():
-        root = local / ARTIFACT_DIR
+    uri = urlparse(run.info.artifact_uri)
+    root = Path(unquote(uri.path)) / registry.RUN_RESULTS
+    if uri.scheme in ("", "file") and root.is_dir():
         return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
     found: dict[str, Path] = {}
-    for item in client.list_artifacts(run.info.run_id, ARTIFACT_DIR):  # [] when the run has none
+    for item in client.list_artifacts(run.info.run_id, registry.RUN_RESULTS):  # [] when the run has none
         if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
             continue
         dst = cache / run.info.run_id
@@ -143,9 +117,7 @@ def _history(client, run_id: str, keys) -> dict[str, tuple[np.ndarray, np.ndarra
     out = {}
     for key in keys:
         points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        by_step: dict[int, float] = {}
-        for m in points:
-            by_step[m.step] = m.value  # a resumed trial may re-log a step: keep the latest value
+        by_step = {m.step: m.value for m in points}  # a resumed trial may re-log a step: keep the latest value
         steps = np.array(sorted(by_step), dtype=np.int64)
         out[key] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
     return out
@@ -159,8 +131,7 @@ def find_experiment(client, study_name: str | None):
             names = [e.name for e in client.search_experiments()]
             raise DataError(f"no study named {study_name!r}; the store has: {', '.join(names) or 'none'}", client.tracking_uri)
         return exp
-    exps = client.search_experiments(order_by=["creation_time DESC"])
-    for exp in exps:
+    for exp in client.search_experiments(order_by=["creation_time DESC"]):
         if client.search_runs([exp.experiment_id], f"tags.`{registry.KIND_TAG}` != ''", max_results=1):
             return exp
     raise DataError(f"no study in this store (no experiment with a run tagged {registry.KIND_TAG})", client.tracking_uri)
@@ -172,14 +143,11 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = find_experiment(client, study_name)
-    all_runs = []
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+    page = client.search_runs([exp.experiment_id], max_results=1000)
+    all_runs = list(page)
+    while page.token:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=page.token)
         all_runs.extend(page)
-        token = page.token
-        if not token:
-            break
     parents = [r for r in all_runs if registry.KIND_TAG in r.data.tags and registry.PARENT_TAG not in r.data.tags]
     parents.sort(key=lambda r: r.info.start_time or 0)
     parent_ids = {r.info.run_id for r in parents}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -42,17 +41,12 @@ IW_KEYS = ("test_iw_nll", "test_iw_neg_elbo", "test_iw_bits_per_dim", "iw_sample
 def iw_results(run: RunInfo) -> dict[str, float] | None:
     """The end-of-run importance-weighted estimate (trainables.vae): from summary.json, else from the run's
     metrics; None when the run did not compute it (iw_samples=0)."""
-    out: dict[str, float] = {}
-    path = run.artifacts.get(SUMMARY)
-    if path is not None:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError):
-            data = {}
-        out = {k: float(data[k]) for k in IW_KEYS if isinstance(data.get(k), (int, float))}
-    for k in IW_KEYS:
-        if k not in out and k in run.metrics:
-            out[k] = float(run.metrics[k])
+    try:
+        data = json.loads(run.artifacts[SUMMARY].read_text()) if SUMMARY in run.artifacts else {}
+    except (OSError, ValueError):
+        data = {}
+    out = {k: float(data[k]) for k in IW_KEYS if isinstance(data.get(k), (int, float))}
+    out |= {k: float(run.metrics[k]) for k in IW_KEYS if k not in out and k in run.metrics}
     return out if np.isfinite(out.get("test_iw_nll", math.nan)) else None
 
 
@@ -132,8 +126,7 @@ def image_stats(run: RunInfo) -> ImageStats | None:
     recon = imgs.get("recon")
     samples = imgs.get("samples")
     rmse = float(np.sqrt(np.mean((real - recon.astype(np.float64)) ** 2))) if recon is not None else math.nan
-    many = samples is not None and len(samples) > 1
-    std = float(samples.astype(np.float64).std(0).mean()) if many else math.nan
+    std = float(samples.astype(np.float64).std(0).mean()) if samples is not None and len(samples) > 1 else math.nan
     out = ImageStats(rmse, std, float(real.std(0).mean()) if len(real) > 1 else math.nan,
                      n_samples=0 if samples is None else len(samples), n_real=len(real),
                      real_layout=layout_corr(real, real), real_mirror=mirror_corr(real), real_tv=total_variation(real))
