@@ -121,6 +121,14 @@ def _settings(values: list[str], study: studyfile.StudyFile, source: str) -> dic
 
 
 def _run(args: argparse.Namespace) -> int:
+    # First thing, before anything imports ray: what a local study's Ray reads at import (study.local_ray).
+    from study.local_ray import study_environment
+
+    with study_environment(args.address):
+        return _new_study(args)
+
+
+def _new_study(args: argparse.Namespace) -> int:
     _validate(args)
     study, stem = studyfile.resolve(args.target, args.preset)
     source = f"the {args.preset or 'homework'} preset" if args.target in studyfile.TARGETS else args.target
@@ -157,13 +165,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from study.local_ray import study_environment
+    from study.spec import load_spec  # imports no ray
+
+    spec = load_spec(args.study_dir)
+    # Before anything imports ray: what a local study's Ray reads at import (study.local_ray).
+    with study_environment(spec.address):
+        return _resume_study(spec)
+
+
+def _resume_study(spec) -> int:
     from study.runner import run_study
-    from study.spec import load_spec
 
     from study import checks
     from study.local_ray import check_ray_address
 
-    spec = load_spec(args.study_dir)
     checks.probe_mlflow(spec.mlflow_uri)
     if spec.address:
         check_ray_address(spec.address)

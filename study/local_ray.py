@@ -13,25 +13,46 @@ Why each setting of a local study:
   `ray start --head` left on the machine (or whatever `$RAY_ADDRESS` names); joining is always explicit
   (`--address`).
 - No dashboard: nothing of it is used, and it is one more listening server.
+
+When Ray reads them (public means only, no reload of Ray's internals):
+- `RAY_AUTH_MODE` and `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER` are read once per process, when `ray` is first imported
+  (its constants and its C++ config). So both must be in `os.environ` before anything imports ray:
+  `local_environment()` sets them (and removes `LOCAL_ENV_REMOVED`) for the `with` block, and a command that may
+  start a local Ray enters it first thing, before importing the modules that import ray. `local_ray()` enters it
+  too, and refuses with a RuntimeError when ray was already imported outside it: such a Ray would take the
+  machine's address (every interface), and a driver not in token mode is refused by its own GCS.
+- The token is read at the process's first ray.init and kept for the life of the process. A second local Ray in
+  the same process would get a fresh token that the driver never reads: `local_ray()` refuses it (RuntimeError),
+  and each local study runs in a process of its own (`study run`/`resume` are one study each; `study bench` runs
+  each study workload in a child process).
+- After `ray.init`, the node's and the GCS's addresses (public: the runtime context and `ray.nodes()`) must be
+  loopback, else Ray goes down at once with a RuntimeError.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
 from data.errors import DataError
 
-# What a local study sets in its own process (Ray's processes inherit it) and removes while its Ray lives.
+# What a local study sets in its own process (Ray's processes inherit it) and removes, from before ray is imported
+# until the command is done (`local_environment`).
 LOCAL_ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOCAL_ENV_REMOVED = ("RAY_ADDRESS", "RAY_AUTH_TOKEN")
 TOKEN_FILE = "auth_token"
+# Inside local_environment(): whether ray was first imported in this process with LOCAL_ENV set (None outside).
+_imported_with_local_env: bool | None = None
+# Whether this process has run a ray.init (its driver then holds that Ray's token for good).
+_ray_started = False
 # HTTP/2 connection preface and an empty SETTINGS frame: a gRPC server (a Ray GCS) answers with a SETTINGS frame.
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 _H2_SETTINGS = 4
@@ -71,44 +92,81 @@ def _environment(set_vars: dict[str, str], removed: tuple[str, ...]) -> Iterator
                 os.environ[k] = v
 
 
-def _refresh_ray_config() -> None:
-    """Ray reads some settings once per process; make this process see the environment as it is now.
+@contextmanager
+def local_environment() -> Iterator[None]:
+    """LOCAL_ENV set and LOCAL_ENV_REMOVED removed for the `with` block (put back afterwards, for a caller in the
+    same process: tests, the benchmark); enter it before anything imports ray (see the module docstring).
 
-    The token and auth mode: as ray.init does when it turns token auth on by itself. Single-node mode: Ray
-    reads `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER` when it is first imported, and the driver may have imported it
-    before the study set the variable (its own processes read it when they start).
-    """
-    from ray._private import ray_constants
-    from ray._raylet import AuthenticationTokenLoader, Config
+    Whether Ray will see it is decided here: yes when ray is not imported yet (or an enclosing block decided yes);
+    `local_ray()` refuses to start otherwise."""
+    global _imported_with_local_env
+    outer = _imported_with_local_env
+    seen = ("ray" not in sys.modules) if outer is None else outer
+    with _environment(LOCAL_ENV, LOCAL_ENV_REMOVED):
+        _imported_with_local_env = seen
+        try:
+            yield
+        finally:
+            _imported_with_local_env = outer
 
-    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(
-        ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, not ray_constants.IS_WINDOWS_OR_OSX)
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+
+def study_environment(address: str | None):
+    """What a study command enters first thing: `local_environment()` for a local study, nothing for a cluster
+    (its driver joins with the caller's own settings)."""
+    return nullcontext() if address else local_environment()
 
 
 @contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[dict[str, float]]:
     """Start a private local Ray (see the module docstring); yield its resources; always shut it down."""
-    import ray
+    global _ray_started
+    with local_environment():
+        if not _imported_with_local_env:
+            raise RuntimeError(
+                "study.local_ray: ray was imported in this process before the local study's environment was set "
+                f"({', '.join(f'{k}={v}' for k, v in LOCAL_ENV.items())}); Ray reads it once, at import, and would "
+                "listen on every interface. Enter study.local_ray.local_environment() before anything imports ray.")
+        if _ray_started:
+            raise RuntimeError(
+                "study.local_ray: this process has already started a Ray; its driver keeps that Ray's auth token "
+                "for good, so a local study with a fresh token needs a process of its own.")
+        import ray
 
-    token_dir = Path(tempfile.mkdtemp(prefix="study-ray-"))  # 0700
+        token_dir = Path(tempfile.mkdtemp(prefix="study-ray-"))  # 0700
+        try:
+            token = write_token(token_dir)
+            with _environment({"RAY_AUTH_TOKEN_PATH": str(token)}, ()):
+                _ray_started = True
+                clean = False
+                try:
+                    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus)
+                    _check_loopback(ray)
+                    yield ray.cluster_resources()
+                    clean = True
+                finally:
+                    _shutdown(wait_for_actors=clean)
+        finally:
+            shutil.rmtree(token_dir, ignore_errors=True)
+
+
+def _is_loopback(host: str) -> bool:
     try:
-        token = write_token(token_dir)
-        with _environment({**LOCAL_ENV, "RAY_AUTH_TOKEN_PATH": str(token)}, LOCAL_ENV_REMOVED):
-            _refresh_ray_config()
-            clean = False
-            try:
-                ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus)
-                yield ray.cluster_resources()
-                clean = True
-            finally:
-                _shutdown(wait_for_actors=clean)
-        # Ray's config back to the caller's environment before the token file goes: a draining gRPC thread
-        # that still believed in token mode would fail a RAY_CHECK on the missing file.
-        _refresh_ray_config()
-    finally:
-        shutil.rmtree(token_dir, ignore_errors=True)
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _check_loopback(ray) -> None:
+    """The local Ray's node and GCS are on 127.0.0.1 (Ray binds its servers to the node's address)."""
+    hosts = [ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]]
+    hosts += [node["NodeManagerAddress"] for node in ray.nodes()]
+    wrong = sorted({h for h in hosts if not _is_loopback(h)})
+    if wrong:
+        raise RuntimeError(f"study.local_ray: the local Ray took the address {', '.join(wrong)}, not 127.0.0.1 "
+                           "(it was shut down at once)")
 
 
 def _shutdown(wait_for_actors: bool, actors_timeout: float = 10.0) -> None:
@@ -136,9 +194,11 @@ def _shutdown(wait_for_actors: bool, actors_timeout: float = 10.0) -> None:
 @contextmanager
 def cluster_ray(address: str) -> Iterator[dict[str, float]]:
     """Join the cluster at `address` with the caller's own auth settings; yield its resources; disconnect."""
+    global _ray_started
     import ray
 
     check_ray_address(address)
+    _ray_started = True
     try:
         ray.init(address=address, log_to_driver=True)
     except ConnectionError as err:

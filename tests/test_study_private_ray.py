@@ -201,10 +201,10 @@ def test_a_ray_client_without_the_token_is_refused(real_data_dir, tmp_path):
 
 
 _LOCAL = """
-import ray
 from study.local_ray import local_ray
 with local_ray(num_cpus=1):
-    print("GCS", ray._private.worker.global_worker.node.address, flush=True)
+    import ray
+    print("GCS", ray.get_runtime_context().gcs_address, flush=True)
 """
 
 
@@ -225,3 +225,54 @@ def test_a_running_cluster_is_not_joined_without_address(tmp_path):
         assert "Started a local Ray instance" in out.stderr
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# A driver that imported ray before the local study's environment was set: its Ray would read single-node mode and
+# token auth as they were then (unset), take the machine's address and listen on every interface.
+_IMPORTED_FIRST = """
+import ray
+from study.local_ray import local_ray
+with local_ray(num_cpus=1):
+    print("STARTED", flush=True)
+"""
+# Two local studies in one process: the driver keeps the first Ray's token, the second Ray has a fresh one.
+_TWICE = """
+import os
+from study.local_ray import local_environment, local_ray
+with local_environment():
+    import ray
+    with local_ray(num_cpus=1):
+        print("FIRST", ray.get_runtime_context().gcs_address, flush=True)
+    token_dirs = {p for p in os.listdir(os.environ.get("TMPDIR", "/tmp")) if p.startswith("study-ray-")}
+    print("TOKEN DIRS LEFT", len(token_dirs), flush=True)
+    try:
+        with local_ray(num_cpus=1):
+            print("SECOND", flush=True)
+    except RuntimeError as err:
+        print("REFUSED", err, flush=True)
+print("ENV", {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")})
+"""
+
+
+def test_a_driver_that_imported_ray_first_starts_no_ray(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _IMPORTED_FIRST], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=clean_env(HOME=str(tmp_path)))
+    assert out.returncode != 0 and "STARTED" not in out.stdout
+    assert "RuntimeError: study.local_ray: ray was imported in this process before" in out.stderr, out.stderr[-2000:]
+    assert "Started a local Ray instance" not in out.stderr
+
+
+def test_one_local_ray_per_process_and_the_environment_is_put_back(tmp_path):
+    temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths live below it
+    try:
+        out = subprocess.run([sys.executable, "-c", _TWICE], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                             env=clean_env(HOME=str(tmp_path), TMPDIR=str(temp), RAY_ADDRESS="127.0.0.1:1"))
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("FIRST 127.0.0.1:") and lines[1] == "TOKEN DIRS LEFT 0", out.stdout
+    assert lines[2].startswith("REFUSED study.local_ray: this process has already started a Ray"), out.stdout
+    assert lines[3] == "ENV {'RAY_AUTH_MODE': None, 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': None, " \
+                       "'RAY_ADDRESS': '127.0.0.1:1'}", out.stdout
+    assert not (tmp_path / ".ray").exists()  # the token never went to Ray's default place

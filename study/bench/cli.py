@@ -1,6 +1,7 @@
 """`study bench`: the project's training paths against the homework reports' plain PyTorch loops, in one run.
 
-Every reference workload runs twice in this process: (a) `study.bench.plain` (TensorDataset + DataLoader with
+Every reference workload runs twice in this process (a study workload: in a child process of its own, see
+`OWN_PROCESS`): (a) `study.bench.plain` (TensorDataset + DataLoader with
 shuffle, per-batch `.to(device)`, float32, `.item()` per batch, one model at a time) and (b) the project's own
 code path (`trainables.sequence.fit`, `trainables.vae.fit`, `study.runner.run_study`) with the same model, the
 same data sizes and the same batch size. Workloads 1-3 (`study.bench.workloads`) use synthetic tensors of the
@@ -51,6 +52,36 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
+# Workloads that start a local Ray (through run_study). Each runs in a child process of its own: a process's Ray driver
+# keeps the auth token of its first Ray for good, and every local study's Ray has a fresh one (study.local_ray).
+OWN_PROCESS = ("study", "vae-study")
+
+
+def _run_workload(name: str, run: BenchRun) -> dict[str, Any]:
+    """A workload in a child process set up as `run_bench` sets up its own (allocator, torch threads), with the
+    local study's Ray environment set before the workload imports ray."""
+    import torch
+
+    from study.local_ray import local_environment
+    from trainables.common import keep_freed_memory
+
+    keep_freed_memory()
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    with local_environment():
+        return WORKLOADS[name].run(run)
+
+
+def _in_own_process(name: str, run: BenchRun) -> dict[str, Any]:
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    sys.stdout.flush()  # our lines before the child's
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_run_workload, name, run).result()
+
+
 def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | None = None,
               threads: int | None = None, log=print) -> dict[str, Any]:
     import torch
@@ -83,7 +114,8 @@ def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | No
                 result["skipped"].append({"workload": name, "reason": reason})
                 continue
             t0 = time.perf_counter()
-            row = w.run(BenchRun(sizes, device, data_dir, Path(tmp), threads))
+            run = BenchRun(sizes, device, data_dir, Path(tmp), threads)
+            row = _in_own_process(name, run) if name in OWN_PROCESS else w.run(run)
             row["bench_s"] = time.perf_counter() - t0
             result["rows"].append(row)
             log(f"study bench: {name}: plain {row['plain_s']:.3f} {row['unit']}, ours {row['ours_s']:.3f}, "
