@@ -32,29 +32,6 @@ def features(raw: np.ndarray, label_day: np.ndarray) -> tuple[np.ndarray, np.nda
     return numeric, weekday(label_day)
 
 
-def _weekly(raw: np.ndarray, label: str) -> np.ndarray:
-    week_before = raw[:, -WEEK]  # the label day's weekday, one week earlier (index L-7 of the window)
-    return (week_before > raw[:, -1] if label == "next-higher" else week_before > 0).astype(np.int64)
-
-
-def _design(numeric: np.ndarray, wday: np.ndarray, one_hot: bool) -> np.ndarray:
-    if one_hot:
-        return np.concatenate([numeric, np.eye(WEEK)[wday]], axis=1)
-    return np.concatenate([numeric, wday[:, None].astype(np.float64)], axis=1)
-
-
-def _model(name: str, seed: int, n_features: int):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if name == "logistic":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    # the last column is the weekday: a category, not an ordered number
-    return HistGradientBoostingClassifier(random_state=seed, categorical_features=[n_features - 1])
-
-
 def _predictions(name: str, data: SequenceData, split: Any, numeric: np.ndarray, wday: np.ndarray,
                  seed: int) -> np.ndarray | None:
     """Predicted class of every window (N,) from a baseline fitted on `split.train`; None when it does not apply."""
@@ -62,11 +39,24 @@ def _predictions(name: str, data: SequenceData, split: Any, numeric: np.ndarray,
     if name == "majority":
         return np.full(len(y), int(np.mean(y[split.train]) > 0.5), dtype=np.int64)
     if name == "weekly":
-        return _weekly(np.asarray(data.raw), data.label) if data.raw.shape[1] >= WEEK else None
+        if data.raw.shape[1] < WEEK:
+            return None
+        raw = np.asarray(data.raw)
+        week_before = raw[:, -WEEK]  # the label day's weekday, one week earlier (index L-7 of the window)
+        return (week_before > raw[:, -1] if data.label == "next-higher" else week_before > 0).astype(np.int64)
     if len(np.unique(y[split.train])) < 2:  # one class to learn from: a fitted model can only answer it
         return np.full(len(y), int(y[split.train][0]), dtype=np.int64)
-    design = _design(numeric, wday, one_hot=name == "logistic")
-    model = _model(name, seed, design.shape[1])
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logistic":
+        design = np.concatenate([numeric, np.eye(WEEK)[wday]], axis=1)
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    else:  # the last column is the weekday: a category, not an ordered number
+        design = np.concatenate([numeric, wday[:, None].astype(np.float64)], axis=1)
+        model = HistGradientBoostingClassifier(random_state=seed, categorical_features=[design.shape[1] - 1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on near-separable windows; accuracy is what we report
         model.fit(design[split.train], y[split.train])

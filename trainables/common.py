@@ -98,23 +98,21 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
+    return torch.Generator().manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    """'auto' means CUDA when there is one; an explicit 'cuda' without one is an error, not a silent CPU run."""
-    if name == "auto":
+def start_fit(cfg: Any) -> torch.device:
+    """A fit's process settings (torch's CPU threads when `num_threads` > 0, `keep_freed_memory`) and its device:
+    'auto' means CUDA when there is one; an explicit 'cuda' without one is an error, not a silent CPU run."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    keep_freed_memory()
+    if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    dev = torch.device(cfg.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' asked for, but torch sees no CUDA device")
     return dev
-
-
-# glibc's malloc: allocations from 64 MiB up come from mmap, and up to 256 MiB of freed heap stays in the process.
-ALLOCATOR = {"mmap_threshold": 64 << 20, "trim_threshold": 256 << 20}
 
 
 def keep_freed_memory() -> bool:
@@ -135,8 +133,8 @@ def keep_freed_memory() -> bool:
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, ALLOCATOR["mmap_threshold"])) and bool(
-        libc.mallopt(m_trim_threshold, ALLOCATOR["trim_threshold"]))
+    # Allocations from 64 MiB up come from mmap, and up to 256 MiB of freed heap stays in the process.
+    return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
 
 
 def check_finite(epoch: int, **terms: torch.Tensor | float) -> None:
@@ -180,8 +178,7 @@ def plain(value: Any, where: str = "state") -> Any:
 
     A checkpoint or model file in a study folder is read back at resume or by the report; loading it must not
     run code, so nothing in it may need the full unpickler. numpy scalars and arrays become Python numbers and
-    lists, paths become strings; anything else is refused here, at save time, naming where it sits.
-    """
+    lists, paths become strings; anything else is refused here, at save time, naming where it sits."""
     if isinstance(value, np.generic):  # before the Python types: np.float64 is a float subclass
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, torch.dtype, torch.device)):
@@ -224,12 +221,10 @@ def save_checkpoint(folder: str | os.PathLike, **state: Any) -> None:
     _torch_save_atomic(state, Path(folder) / CHECKPOINT_FILE)
 
 
-def save_model(folder: str | os.PathLike, cfg: Any, model: torch.nn.Module) -> Path:
+def save_model(folder: str | os.PathLike, cfg: Any, model: torch.nn.Module) -> None:
     """model.pt: the config and a CPU state_dict, enough to rebuild the model (analysis, scripts)."""
-    path = Path(folder) / MODEL
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _torch_save_atomic({"config": flat_config(cfg), "state_dict": state}, path)
-    return path
+    _torch_save_atomic({"config": flat_config(cfg), "state_dict": state}, Path(folder) / MODEL)
 
 
 def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
@@ -239,20 +234,7 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     return load_safely(path)
 
 
-def write_json(folder: str | os.PathLike, name: str, obj: Any) -> Path:
+def write_json(folder: str | os.PathLike, name: str, obj: Any) -> None:
     path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    return path
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+    path.write_text(json.dumps(obj, indent=2, default=plain))

@@ -35,12 +35,11 @@ from torch.nn import functional as F
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
     CONFUSION, NESTED, PREDICTIONS, SUMMARY, Report, check_config_values, check_finite, config_from_dict,
-    flat_config, keep_freed_memory, load_checkpoint, pick_device, rng_state, save_checkpoint, save_model,
-    seed_everything, set_rng_state, write_json,
+    flat_config, load_checkpoint, rng_state, save_checkpoint, save_model, seed_everything, set_rng_state,
+    start_fit, write_json,
 )
 from trainables.sequence_model import StackedClassifier
 
-LABELS = ["no increase", "increase"]
 # Windows per forward pass at evaluation, over all K models: bounded memory; on a CPU small enough that a step's
 # tensors stay in the cache (measured, K=6 GRUs 1x32: 4096 per model took 2.8x as long as 170).
 EVAL_ROWS = {"cpu": 1024, "cuda": 65536, "mps": 65536}
@@ -82,9 +81,7 @@ class SequenceConfig:
         check_config_values(self, LIMITS, CHOICES)
         check_config_values(self.data, LIMITS, {})
 
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "SequenceConfig":
-        return config_from_dict(cls, config)
+    from_dict = classmethod(config_from_dict)
 
     @property
     def model_seeds(self) -> list[int]:
@@ -99,9 +96,7 @@ RESUMABLE_CHANGES = {"epochs", "device", "num_threads", "data_dir"}
 @dataclass
 class Stack:
     """Models trained side by side: the same part sizes, so one batch gathers (K, B) windows for all of them.
-
-    `group[k]` is "main" or "time"; `parts[name]` holds each model's window indices of that part (K, n).
-    """
+    `group[k]` is "main" or "time"; `parts[name]` holds each model's window indices of that part (K, n)."""
 
     group: list[str]
     seeds: list[int]
@@ -120,16 +115,11 @@ def _optimizer(cfg: SequenceConfig, model: StackedClassifier) -> torch.optim.Opt
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
-def _groups(cfg: SequenceConfig, data: SequenceData) -> list[tuple[str, Any]]:
+def build_stacks(cfg: SequenceConfig, data: SequenceData, device: torch.device) -> list[Stack]:
+    """One stack when every group's parts have the same sizes (random vs time split: always), else one per group."""
     groups = [("main", data.splits[data.split])]
     if cfg.time_twin and data.split != "time":
         groups.append(("time", data.splits["time"]))
-    return groups
-
-
-def build_stacks(cfg: SequenceConfig, data: SequenceData, device: torch.device) -> list[Stack]:
-    """One stack when every group's parts have the same sizes (random vs time split: always), else one per group."""
-    groups = _groups(cfg, data)
     sizes = {tuple(len(p) for p in split) for _, split in groups}
     bundles = [groups] if len(sizes) == 1 else [[g] for g in groups]
     stacks = []
@@ -188,8 +178,7 @@ def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, part: str) -> tupl
 
 
 def metric_name(part: str, what: str, time_split: bool = False, std: bool = False) -> str:
-    """A metric's name from its parts: part (train/val/test), what (acc/loss), the time split's models, the spread
-    over seeds: val_acc, test_acc_std, test_acc_time, test_acc_time_std."""
+    """val_acc, test_acc_std, test_acc_time, test_acc_time_std: part, what, the time split's models, the spread."""
     return f"{part}_{what}" + ("_time" if time_split else "") + ("_std" if std else "")
 
 
@@ -213,10 +202,7 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
         resume_from=None, artifact_dir=None) -> dict:
     """Train K = S (x2 with the twin) models on in-memory windows; report each epoch; return the last metrics plus
     the end-of-run results (per-model final numbers included)."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    keep_freed_memory()
-    device = pick_device(cfg.device)
+    device = start_fit(cfg)
     seed_everything(cfg.data.seed)  # dropout masks; shuffling and initial weights have a generator per model
     x = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x, dtype=np.float32).transpose(1, 0, 2))).to(device)
     y = torch.as_tensor(np.asarray(data.y)).long().to(device)
@@ -245,28 +231,22 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
         t0 = time.perf_counter()
         sums = {f"{part}_{what}": [] for part in PARTS for what in ("loss", "correct")}
         for stack in stacks:
-            loss, correct = _train_epoch(stack, x, y, cfg.batch_size)
-            sums["train_loss"].append(loss)
-            sums["train_correct"].append(correct)
-            for part in ("val", "test"):
-                loss, correct = _evaluate(stack, x, y, part)
+            results = [_train_epoch(stack, x, y, cfg.batch_size)] + [_evaluate(stack, x, y, p) for p in PARTS[1:]]
+            for part, (loss, correct) in zip(PARTS, results):
                 sums[f"{part}_loss"].append(loss)
                 sums[f"{part}_correct"].append(correct)
         flat = torch.stack([torch.cat(v).double() for v in sums.values()]).cpu()  # the one host sync of the epoch
         named = dict(zip(sums, flat))
         check_finite(epoch, **{f"{part}_loss": float(named[f"{part}_loss"].sum()) for part in PARTS})
-        per_model = {}
-        for part in PARTS:
-            per_model[part, "loss"] = (named[f"{part}_loss"] / sizes[part]).numpy()
-            per_model[part, "acc"] = (named[f"{part}_correct"] / sizes[part]).numpy()
+        per_model = {(part, what): (named[f"{part}_{key}"] / sizes[part]).numpy()
+                     for part in PARTS for what, key in (("loss", "loss"), ("acc", "correct"))}
         metrics = {"epoch": epoch, **_aggregate(per_model, group, data.split),
                    "epoch_time_s": time.perf_counter() - t0}
         if checkpoint_dir is not None:
             save_checkpoint(
                 checkpoint_dir, epoch=epoch, metrics=metrics, config=flat_config(cfg), rng=rng_state(torch.Generator()),
                 stacks=[{"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                         "shuffles": [g.get_state() for g in s.shuffles]} for s in stacks],
-            )
+                         "shuffles": [g.get_state() for g in s.shuffles]} for s in stacks])
         if report is not None:
             report(dict(metrics))
 
@@ -274,10 +254,9 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
 
 
 # ----------------------------------------------------------------------------------------------- end of run
-def _train_majority_accuracy(y: np.ndarray, split: Any, part: str = "test") -> float:
-    """Accuracy on `part` of always answering the class most common in training (the bar a model must clear)."""
-    majority = int(np.mean(y[split.train]) > 0.5)
-    return float(np.mean(y[getattr(split, part)] == majority))
+def _train_majority_accuracy(y: np.ndarray, split: Any) -> float:
+    """Test accuracy of always answering the class most common in training (the bar a model must clear)."""
+    return float(np.mean(y[split.test] == int(np.mean(y[split.train]) > 0.5)))
 
 
 @torch.no_grad()
@@ -308,18 +287,16 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
                         "p_increase_std": float(p[:, i].std()) if len(p) > 1 else 0.0}
                  for i, (name, iso) in enumerate(zip(data.latest_countries, data.latest_iso2))}
     y_np, main_split = np.asarray(data.y), data.splits[data.split]
-    group = [g for s in stacks for g in s.group]
     models = [{"seed": s, "split": data.split if g == "main" else "time",
                **{metric_name(*k): float(v[i]) for k, v in per_model.items()}}
-              for i, (g, s) in enumerate(zip(group, [s for st in stacks for s in st.seeds]))]
+              for i, (g, s) in enumerate((g, s) for st in stacks for g, s in zip(st.group, st.seeds))]
     result = {
         **metrics,
-        "confusion": {"labels": LABELS, "matrix": confusion.tolist()},
+        "confusion": {"labels": ["no increase", "increase"], "matrix": confusion.tolist()},
         "predictions": countries,
         "prediction_date": data.prediction_date,
         "seeds": cfg.model_seeds, "models": models,
         "n_train": len(main_split.train), "n_val": len(main_split.val), "n_test": len(main_split.test),
-        # accuracy of always answering the training part's majority class, on the test part
         "majority_rate": _train_majority_accuracy(y_np, main_split),
         "majority_rate_time": _train_majority_accuracy(y_np, data.splits["time"]),
         # main models whose test predictions are all one class: they are majority-class predictors, not forecasters
@@ -339,8 +316,7 @@ def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, re
     """The entry point of ARCHITECTURE.md: config dict -> windows from the data layer -> `fit`.
 
     `data` is a `CovidSource` a study's driver read once and shares with every trial (re-read by the data layer
-    when its date range differs from the config's).
-    """
+    when its date range differs from the config's)."""
     cfg = SequenceConfig.from_dict(config)
     windows = build_sequence_data(cfg.data, source=data)
     return fit(cfg, windows, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,

@@ -56,9 +56,9 @@ class StackedClassifier(nn.Module):
 
     def torch_state(self, k: int) -> dict[str, torch.Tensor]:
         """Model k as torch.nn names (`rnn.weight_ih_l0`, ..., `head.weight`), e.g. to load into torch.nn.GRU."""
-        out = {f"rnn.{name}_l{layer}": getattr(self, f"{name}_l{layer}")[k].detach().clone()
-               for layer in range(self.num_layers) for name in RNN_PARAMS}
-        return out | {"head.weight": self.head_weight[k].detach().clone(), "head.bias": self.head_bias[k].detach().clone()}
+        names = {f"rnn.{name}_l{layer}": f"{name}_l{layer}" for layer in range(self.num_layers) for name in RNN_PARAMS}
+        names |= {"head.weight": "head_weight", "head.bias": "head_bias"}
+        return {key: getattr(self, attr)[k].detach().clone() for key, attr in names.items()}
 
     def extra_repr(self) -> str:
         per_model = sum(p[0].numel() for p in self.parameters())

@@ -24,30 +24,24 @@ Conventions (every number is per image unless it says per dim):
 """
 from __future__ import annotations
 
-import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from trainables import vae_models
-from trainables.common import (IMAGES, SUMMARY, Report, check_config_values, check_finite, config_from_dict, keep_freed_memory,
-                               load_checkpoint, load_safely, pick_device, rng_state, save_checkpoint, save_model, seed_everything,
-                               set_rng_state, write_json)
+from trainables.common import (IMAGES, SUMMARY, Report, check_config_values, check_finite, config_from_dict,
+                               flat_config, load_checkpoint, load_safely, rng_state, save_checkpoint, save_model,
+                               seed_everything, set_rng_state, start_fit, write_json)
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
 
-LOG_2PI = math.log(2 * math.pi)
-
 
 # ----------------------------------------------------------------------------------------------- config
-# Inclusive (low, high) limits: a value outside is a mistake (a typo, a unit slip), not an experiment.
 VAE_LIMITS: dict[str, tuple[float, float]] = {
     "image_size": (4, 512), "latent_dim": (1, 4096), "sigma": (1e-6, 10.0), "kl_weight": (0.0, 1e6),
     "lr": (1e-8, 1.0), "batch_size": (1, 65_536), "epochs": (0, 100_000), "seed": (0, 2**31 - 1),
@@ -96,9 +90,7 @@ class VAEConfig:
         if not 0 < self.test_frac < 1:
             raise ValueError(f"test_frac={self.test_frac!r}: must be in (0, 1)")
 
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "VAEConfig":
-        return config_from_dict(cls, config)
+    from_dict = classmethod(config_from_dict)
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -120,7 +112,7 @@ def recon_nll(model: VAE, logits: torch.Tensor, x: torch.Tensor, cfg: VAEConfig)
     else:
         log_sigma = model.log_sigma if model.log_sigma is not None else math.log(cfg.sigma)
         inv = torch.exp(-torch.as_tensor(log_sigma, device=x.device))
-        nll = 0.5 * ((x - torch.sigmoid(logits)) * inv) ** 2 + log_sigma + 0.5 * LOG_2PI
+        nll = 0.5 * ((x - torch.sigmoid(logits)) * inv) ** 2 + log_sigma + 0.5 * math.log(2 * math.pi)
     return nll.flatten(1).sum(1)
 
 
@@ -137,14 +129,6 @@ def bits_per_dim(neg_elbo: float, cfg: VAEConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- loop
-def _make_optimizer(cfg: VAEConfig, model: VAE, device: torch.device) -> torch.optim.Optimizer:
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=cfg.lr, **fused)
-
-
 def _train_epoch(model, opt, images, cfg: VAEConfig, gen: torch.Generator, fast: bool) -> torch.Tensor:
     """One pass over a seeded permutation; returns on the device [loss, recon, kl] sums and, per term (recon, kl),
     the first batch at which it was non-finite (inf if never), so a blow-up names its origin without a sync."""
@@ -167,18 +151,24 @@ def _train_epoch(model, opt, images, cfg: VAEConfig, gen: torch.Generator, fast:
     return torch.cat([sums, first_bad])
 
 
+def _one_sample(model: VAE, images: torch.Tensor, cfg: VAEConfig, fast: bool, gen: torch.Generator):
+    """Per batch of EVAL_BATCH images in order: (recon, closed-form KL) per image at one sample (noise from gen)."""
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        x = to_float(images, slice(start, start + EVAL_BATCH), fast)
+        noise = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=x.device)
+        with autocast(images.device, fast):
+            logits, mu, logvar = model(x, noise)
+        yield recon_nll(model, logits, x, cfg), kl_divergence(mu, logvar)
+
+
 @torch.no_grad()
 def evaluate(model: VAE, images: torch.Tensor, cfg: VAEConfig, fast: bool) -> dict[str, float]:
     """Held-out recon, KL and negative ELBO (KL weight 1) per image, with fixed noise (seed+1)."""
     model.eval()
     gen = torch.Generator(device=images.device).manual_seed(cfg.seed + 1)
     sums = torch.zeros(2, device=images.device)
-    for start in range(0, images.shape[0], EVAL_BATCH):
-        x = to_float(images, slice(start, start + EVAL_BATCH), fast)
-        noise = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=x.device)
-        with autocast(images.device, fast):
-            logits, mu, logvar = model(x, noise)
-        sums += torch.stack([recon_nll(model, logits, x, cfg).sum(), kl_divergence(mu, logvar).sum()])
+    for recon, kl in _one_sample(model, images, cfg, fast, gen):
+        sums += torch.stack([recon.sum(), kl.sum()])
     recon, kl = (sums / images.shape[0]).tolist()
     return {"recon": recon, "kl": kl, "neg_elbo": recon + kl}
 
@@ -195,20 +185,12 @@ def importance_weighted(model: VAE, images: torch.Tensor, cfg: VAEConfig, k: int
     estimate = mean_all(x) + mean_subset(iw_i - x_i), unbiased for the full-test-set value, with standard error
     sd(d)/sqrt(n) * sqrt(1 - n/N) (~0.5 nats for n = 128). Next to the test set's own sampling error as an estimate
     of E[-log p(x)] (sd/sqrt(N) ~3 nats for N = 2,096), that adds ~1.5% to the total; it costs n*k instead of N*k
-    decodings. k, n and the standard error are reported with the estimate.
-    """
+    decodings. k, n and the standard error are reported with the estimate."""
     model.eval()
     gen = torch.Generator(device=images.device).manual_seed(cfg.seed + 2)
     n = images.shape[0]
     # Every test image: the one-sample negative ELBO (closed-form KL), the control variate.
-    x_all = []
-    for start in range(0, n, EVAL_BATCH):
-        x = to_float(images, slice(start, start + EVAL_BATCH), fast)
-        noise = torch.randn(x.shape[0], model.latent_dim, generator=gen, device=x.device)
-        with autocast(images.device, fast):
-            logits, mu, logvar = model(x, noise)
-        x_all.append((recon_nll(model, logits, x, cfg) + kl_divergence(mu, logvar)).double())
-    control = torch.cat(x_all)
+    control = torch.cat([(recon + kl).double() for recon, kl in _one_sample(model, images, cfg, fast, gen)])
     m = n if n_images <= 0 or n_images >= n else n_images
     subset = (torch.arange(n, device=images.device) if m == n
               else torch.randperm(n, generator=gen, device=images.device)[:m])
@@ -246,10 +228,7 @@ def importance_weighted(model: VAE, images: torch.Tensor, cfg: VAEConfig, k: int
 def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, report: Report | None = None, *,
         checkpoint_dir=None, resume_from=None, artifact_dir=None, info: dict | None = None) -> dict:
     """Train on uint8 (N,3,S,S) arrays; report each epoch; return the last metrics + end-of-run results (+ info)."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    keep_freed_memory()
-    device = pick_device(cfg.device)
+    device = start_fit(cfg)
     gen = seed_everything(cfg.seed)
     train_x, test_x = _resident(train_images, cfg, device), _resident(test_images, cfg, device)
     model = vae_models.build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden,
@@ -257,7 +236,11 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
     fast = fast_path(cfg.arch, device)  # bf16 autocast + channels_last for the conv nets on a GPU
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(cfg, model, device)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    else:
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        opt = cls(model.parameters(), lr=cfg.lr, fused=True if device.type == "cuda" else None)
     first, metrics = 1, {}
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -287,7 +270,7 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
             metrics["sigma"] = float(model.log_sigma.detach().exp())
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch,
-                            rng=rng_state(gen), metrics=metrics, config=dataclasses.asdict(cfg))
+                            rng=rng_state(gen), metrics=metrics, config=flat_config(cfg))
         if report is not None:
             report(dict(metrics))
     result = dict(metrics)
@@ -308,8 +291,7 @@ def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, re
     """The entry point of the study: config dict -> faces (cached by the data layer) -> seeded split -> fit.
 
     `data` is a FaceSet the caller already loaded (a study sends one through Ray's object store instead of
-    every trial reading the cache); it is used when its image size matches the config.
-    """
+    every trial reading the cache); it is used when its image size matches the config."""
     from data.faces import load_faces, split_indices
     from data.location import faces_source, resolve_data_dir
 
@@ -358,9 +340,8 @@ def write_artifacts(folder, model: VAE, cfg: VAEConfig, summary: dict, test_imag
     real = test_images[:n]
     images = {"real": real, "recon": reconstruct(model, real), "samples": sample(model, 64, cfg.seed),
               "interp": interpolate(model, test_images[0], test_images[min(1, len(test_images) - 1)], steps)}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **images)
-    (folder / f"{IMAGES}.tmp").write_bytes(buf.getvalue())
+    with open(folder / f"{IMAGES}.tmp", "wb") as tmp:
+        np.savez_compressed(tmp, **images)
     (folder / f"{IMAGES}.tmp").replace(folder / IMAGES)
     save_model(folder, cfg, model)
     pairs = np.stack([images["real"], images["recon"]], 1).reshape(-1, *real.shape[1:])  # real, recon, ...

@@ -33,8 +33,7 @@ class VAE(nn.Module):
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma))) if learn_sigma else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar
+        return self.encoder(x).chunk(2, dim=1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -57,21 +56,15 @@ class _Unflatten(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
+def _mlp_layers(widths: tuple[int, ...], out: int) -> list[nn.Module]:
+    """Linear + ReLU between consecutive widths, then Linear to `out`, created in that order (the seeded weights)."""
+    return [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())] + [nn.Linear(widths[-1], out)]
+
+
 def _mlp(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
     d = 3 * image_size * image_size
-    enc: list[nn.Module] = [nn.Flatten()]
-    width = d
-    for h in hidden:
-        enc += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    enc.append(nn.Linear(width, 2 * latent_dim))
-    dec: list[nn.Module] = []
-    width = latent_dim
-    for h in reversed(hidden):
-        dec += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    dec += [nn.Linear(width, d), _Unflatten((3, image_size, image_size))]
-    return nn.Sequential(*enc), nn.Sequential(*dec)
+    enc = nn.Sequential(nn.Flatten(), *_mlp_layers((d, *hidden), 2 * latent_dim))
+    return enc, nn.Sequential(*_mlp_layers((latent_dim, *hidden[::-1]), d), _Unflatten((3, image_size, image_size)))
 
 
 def _conv(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
@@ -144,12 +137,7 @@ def to_float(images: torch.Tensor, idx: torch.Tensor | slice, fast: bool) -> tor
 
 
 def autocast(device: torch.device, fast: bool):
-    """bf16 autocast on CUDA for the conv nets; plain float32 otherwise."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if fast and device.type == "cuda" else nullcontext()
-
-
-def _to_uint8(mean: torch.Tensor) -> np.ndarray:
-    return (mean.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
@@ -158,7 +146,8 @@ def _decode(model: VAE, z: torch.Tensor) -> np.ndarray:
     out = []
     for start in range(0, z.shape[0], EVAL_BATCH):
         with autocast(z.device, fast):
-            out.append(_to_uint8(torch.sigmoid(model.decode(z[start:start + EVAL_BATCH]).float())))
+            mean = torch.sigmoid(model.decode(z[start:start + EVAL_BATCH]).float())
+            out.append((mean.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3, model.image_size, model.image_size), np.uint8)
 
 
