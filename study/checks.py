@@ -12,12 +12,9 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from data.errors import DataError
-from trainables import registry
-from trainables.registry import STUDY_KEYS
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SEED_MAX = 2**31 - 1
@@ -115,29 +112,6 @@ def check_local_gpus(gpus_per_trial: float) -> None:
         raise FlagError(f"--gpus-per-trial {gpus_per_trial:g}: this machine has {found} GPUs that torch can use")
 
 
-def check_fixed_configs(parts: list[Any], extra_runs: int = 0) -> None:
-    """Build every fixed run's config as its trial will (part constants + the run) before anything starts.
-
-    The trainable's config class checks types, choices and limits; a ValueError/TypeError here names the run
-    and the key in one line, instead of failing inside Ray after the study folder and its runs exist.
-    """
-    for part in parts:
-        cls = registry.get(part.trainable).config_cls
-        try:
-            cls.from_dict({k: v for k, v in part.constants.items() if k not in STUDY_KEYS})
-        except (ValueError, TypeError) as err:
-            raise FlagError(f"{part.trainable} settings (the study file's constants and --set): {err}") from None
-        first_extra = len(part.fixed) - extra_runs
-        for i, run in enumerate(part.fixed):
-            config = {k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS}
-            try:
-                cls.from_dict(config)
-            except (ValueError, TypeError) as err:
-                which = (f"--fixed run {i - first_extra + 1}" if i >= first_extra
-                         else f"{part.trainable} fixed run {i + 1} of the study file")
-                raise FlagError(f"{which} {_short(run)}: {err}") from None
-
-
-def _short(run: dict) -> str:
+def short(run: dict) -> str:
     text = ", ".join(f"{k}={v!r}" for k, v in run.items())
     return f"({text[:200]})"

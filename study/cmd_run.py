@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _new_study(args: argparse.Namespace) -> int:
+    from study import checks
+
     _validate(args)
     study, stem = studyfile.resolve(args.target, args.preset)
     source = f"the {args.preset or 'homework'} preset" if args.target in studyfile.TARGETS else args.target
@@ -155,10 +157,13 @@ def _new_study(args: argparse.Namespace) -> int:
         data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
         settings=settings,
     )
-    from study.checks import check_fixed_configs
-
     study = with_overrides(study, spec)
-    check_fixed_configs(spec.parts(study), len(extra_fixed))
+    for part in study.parts:  # --fixed runs named as the user gave them, not as run N of the study
+        for i, run in enumerate(extra_fixed):
+            try:
+                studyfile.trial_config(part, run)
+            except (ValueError, TypeError) as err:
+                raise checks.FlagError(f"--fixed run {i + 1} {checks.short(run)}: {err}") from None
     # Read back as the folder will hold it: every override meets the same checks as a file's own values.
     study = studyfile.parse(studyfile.dumps(study), f"{source} with the command line's settings")
     return run_study(spec, study)
@@ -185,5 +190,4 @@ def _resume_study(spec) -> int:
         check_ray_address(spec.address)
     else:
         checks.check_local_gpus(spec.gpus_per_trial)
-    checks.check_fixed_configs(spec.parts(), len(spec.extra_fixed))
-    return run_study(spec)
+    return run_study(spec)  # the folder's study file was checked as it was read

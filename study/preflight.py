@@ -9,16 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from data.errors import DataError
-from trainables import registry
-from trainables.registry import STUDY_KEYS
+from study.studyfile import trial_config
 
 
 def _configs(part: Any) -> list[tuple[str, Any]]:
     """(label, trainable config) of the part's settings (what search trials start from) and of each fixed run."""
-    cls = registry.get(part.trainable).config_cls
     runs = [("settings", {})] + [(f"fixed run {i + 1}", run) for i, run in enumerate(part.fixed)]
-    return [(label, cls.from_dict({k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS}))
-            for label, run in runs]
+    return [(label, trial_config(part, run)) for label, run in runs]
 
 
 def check_part_data(part: Any, dataset: Any) -> list[str]:

@@ -84,14 +84,6 @@ class OptunaSearcher(Searcher):
         self._create()
 
     # ------------------------------------------------------------------------------------------ the study
-    @property
-    def study_name(self) -> str:
-        return self._name
-
-    @property
-    def storage_url(self) -> str | None:
-        return self._url
-
     def space(self) -> dict[str, BaseDistribution]:
         return {name: json_to_distribution(text) for name, text in self._space_json.items()}
 

@@ -96,8 +96,7 @@ def parse(text: str, path: str | Path) -> StudyFile:
     parts = [_part(raw, i + 1, path) for i, raw in enumerate(raw_parts)]
     seen = [p.trainable for p in parts]
     for t in seen:
-        if seen.count(t) > 1:
-            raise StudyFileError(f"two parts with trainable = {t!r}: give each trainable one part", path)
+        _check(seen.count(t) == 1, f"two parts with trainable = {t!r}: give each trainable one part", path)
     return StudyFile(name=name, parts=parts)
 
 
@@ -109,8 +108,7 @@ def _no_unknown(table: dict, known: set[str], where: str, path: str | Path) -> N
 
 def _part(raw: Any, index: int, path: str | Path) -> Part:
     where = f"part {index}: "
-    if not isinstance(raw, dict):
-        raise StudyFileError(f"{where}expected a table", path)
+    _check(isinstance(raw, dict), f"{where}expected a table", path)
     _no_unknown(raw, PART_KEYS, where, path)
     trainable = raw.get("trainable")
     if trainable not in registry.TRAINABLES:
@@ -118,16 +116,15 @@ def _part(raw: Any, index: int, path: str | Path) -> Part:
     where = f"part {index} ({trainable}): "
     cls = registry.get(trainable).config_cls
     known = set(config_keys(cls))
+    unknown = f": not a {trainable} setting"
     constants = _table(raw.get("constants", {}), f"{where}constants", path)
     for key in constants:
-        if key not in known:
-            raise StudyFileError(f"{where}constants.{key}: not a {trainable} setting", path)
+        _check(key in known, f"{where}constants.{key}{unknown}", path)
     _config(cls, constants, f"{where}constants", path)
     space_raw = _table(raw.get("space", {}), f"{where}space", path)
     space = {}
     for key, spec in space_raw.items():
-        if key not in known:
-            raise StudyFileError(f"{where}space.{key}: not a {trainable} setting", path)
+        _check(key in known, f"{where}space.{key}{unknown}", path)
         if key in constants:
             raise StudyFileError(f"{where}{key} is both searched (space) and constant (constants): pick one", path)
         space[key] = distribution(spec, f"{where}space.{key}", path)
@@ -138,16 +135,14 @@ def _part(raw: Any, index: int, path: str | Path) -> Part:
         raise StudyFileError(f"{where}fixed: expected a list of tables, one per run", path)
     for i, run in enumerate(fixed_raw):
         for key in run:
-            if key not in known:
-                raise StudyFileError(f"{where}fixed run {i + 1}: {key}: not a {trainable} setting", path)
+            _check(key in known, f"{where}fixed run {i + 1}: {key}{unknown}", path)
         _config(cls, {**constants, **run}, f"{where}fixed run {i + 1}", path)
     num_samples = _int(raw.get("num_samples", 0), f"{where}num_samples", 0, path)
     grace = _int(raw.get("grace_period", 1), f"{where}grace_period", 1, path)
     scheduler = raw.get("scheduler", "none")
     if scheduler not in SCHEDULERS:
         raise StudyFileError(f"{where}scheduler = {scheduler!r}: choose from {', '.join(SCHEDULERS)}", path)
-    if num_samples + len(fixed_raw) == 0:
-        raise StudyFileError(f"{where}no trials: give num_samples > 0 or fixed runs", path)
+    _check(num_samples + len(fixed_raw) > 0, f"{where}no trials: give num_samples > 0 or fixed runs", path)
     if num_samples and not space:
         raise StudyFileError(f"{where}num_samples = {num_samples} with an empty [part.space]: nothing to search",
                              path)
@@ -155,9 +150,13 @@ def _part(raw: Any, index: int, path: str | Path) -> Part:
                 num_samples=num_samples, scheduler=scheduler, grace_period=grace)
 
 
+def _check(ok: bool, problem: str, path: str | Path) -> None:
+    if not ok:
+        raise StudyFileError(problem, path)
+
+
 def _table(value: Any, where: str, path: str | Path) -> dict:
-    if not isinstance(value, dict):
-        raise StudyFileError(f"{where}: expected a table of KEY = VALUE", path)
+    _check(isinstance(value, dict), f"{where}: expected a table of KEY = VALUE", path)
     return dict(value)
 
 
@@ -174,6 +173,12 @@ def _config(cls: Any, config: dict, where: str, path: str | Path) -> None:
         raise StudyFileError(f"{where}: {err}", path) from None
 
 
+def trial_config(part: Part, run: dict[str, Any]) -> Any:
+    """The trainable config a trial of `part` running `run` gets (ValueError/TypeError naming a bad key)."""
+    return registry.get(part.trainable).config_cls.from_dict(
+        {k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS})
+
+
 def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
     """`{ choices = [...] }`, `{ int = [lo, hi] }` or `{ float = [lo, hi] }` (`log = true`, `step = s`)."""
     kinds = [k for k in ("choices", "int", "float") if isinstance(spec, dict) and k in spec]
@@ -184,8 +189,7 @@ def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
     _no_unknown(spec, {kind} | ({"log", "step"} if kind != "choices" else set()), f"{where}: ", path)
     if kind == "choices":
         choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise StudyFileError(f"{where}: choices must be a non-empty list", path)
+        _check(isinstance(choices, list) and len(choices) > 0, f"{where}: choices must be a non-empty list", path)
         if any(isinstance(c, (dict, list)) for c in choices) or len(set(map(json.dumps, choices))) < len(choices):
             raise StudyFileError(f"{where}: choices must be distinct plain values (numbers, strings, booleans)", path)
         return CategoricalDistribution(choices)
@@ -196,14 +200,10 @@ def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
         raise StudyFileError(f"{where}: {kind} = [lo, hi] with two {'whole numbers' if kind == 'int' else 'numbers'}",
                              path)
     lo, hi = bounds
-    if lo > hi:
-        raise StudyFileError(f"{where}: inverted range [{lo}, {hi}] (low above high)", path)
-    if lo == hi:
-        raise StudyFileError(f"{where}: empty range [{lo}, {hi}]: set a single value in [part.constants]", path)
-    if not isinstance(log, bool):
-        raise StudyFileError(f"{where}: log = {log!r}: expected true or false", path)
-    if log and lo <= 0:
-        raise StudyFileError(f"{where}: log = true needs a low bound above 0, got {lo}", path)
+    _check(lo <= hi, f"{where}: inverted range [{lo}, {hi}] (low above high)", path)
+    _check(lo != hi, f"{where}: empty range [{lo}, {hi}]: set a single value in [part.constants]", path)
+    _check(isinstance(log, bool), f"{where}: log = {log!r}: expected true or false", path)
+    _check(not log or lo > 0, f"{where}: log = true needs a low bound above 0, got {lo}", path)
     if step is not None and (log or isinstance(step, bool) or not isinstance(step, number) or step <= 0):
         raise StudyFileError(f"{where}: step = {step!r}: a positive number, and not with log = true", path)
     if kind == "int":
@@ -246,13 +246,9 @@ def dumps(study: StudyFile) -> str:
 
 
 def _toml(value: Any) -> str:
-    """One TOML value on one line (a JSON string is a TOML basic string; TOML has no null)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, str)):
+    """One TOML value on one line: a finite number, a boolean or a string is written as in JSON; TOML has no null."""
+    if isinstance(value, (bool, int, float, str)):
         return json.dumps(value)
-    if isinstance(value, float):
-        return repr(value)  # 0.001, 1e-05, inf: TOML floats as Python writes them
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -287,8 +283,7 @@ def resolve(target: str, preset: str | None) -> tuple[StudyFile, str]:
     path = Path(target)
     if preset is not None:
         raise StudyFileError("--preset goes with covid, vae or homework; a study file holds its own settings", path)
-    if not path.is_file():
-        raise StudyFileError("no such study file (or give covid, vae or homework)", path)
+    _check(path.is_file(), "no such study file (or give covid, vae or homework)", path)
     return load(path), path.stem
 
 
