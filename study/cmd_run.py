@@ -46,14 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    if args.num_samples is not None and args.num_samples < 0:
-        raise UsageError(f"--num-samples must be >= 0, got {args.num_samples}")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.max_failures < 0:
-        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    for flag, low in (("num_samples", 0), ("max_concurrent", 1), ("epochs", 1), ("max_failures", 0)):
+        value = getattr(args, flag)
+        if value is not None and value < low:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
     if args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     if args.gpus_per_trial < 0:

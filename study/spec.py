@@ -52,14 +52,9 @@ class StudySpec:
         """The parts as trials run them: the study file's (the folder's copy by default), with this run's seed
         added to each part's seed and the data folder set."""
         study = study or studyfile.load(Path(self.study_dir) / STUDY_FILE)
-        out = []
-        for part in study.parts:
-            constants = dict(part.constants)
-            constants["seed"] = constants.get("seed", 0) + self.seed
-            if self.data_dir:
-                constants["data_dir"] = self.data_dir
-            out.append(dataclasses.replace(part, constants=constants))
-        return out
+        data_dir = {"data_dir": self.data_dir} if self.data_dir else {}
+        return [dataclasses.replace(p, constants={**p.constants, "seed": p.constants.get("seed", 0) + self.seed,
+                                                  **data_dir}) for p in study.parts]
 
 
 def with_overrides(study: StudyFile, spec: StudySpec) -> StudyFile:
