@@ -78,10 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands that live in their own modules (run/resume, report, bench)."""
+    """Subcommands that live in their own modules (run/resume, preset, show/export, report, bench)."""
     found = []
-    for module, attr in (("study.cmd_run", "register"), ("study.cmd_preset", "register"), ("study.cmd_show", "register"),
-                         ("study.cmd_report", "register"),
+    for module, attr in (("study.cmd_run", "register"), ("study.cmd_preset", "register"),
+                         ("study.cmd_show", "register"), ("study.cmd_report", "register"),
                          ("study.bench.cli", "register")):
         try:
             mod = __import__(module, fromlist=[attr])

@@ -301,7 +301,7 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
                  {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra},
                   "images.npz": _vae_images(kl, rng, knobs.image_size, knobs.kl0_samples)}, t)
     for i in range(knobs.vae_search_trials):
-        kl = float(rng.choice([0.1, 0.3, 1.0, 3.0, 10.0]))  # categorical, as in study.presets
+        kl = float(rng.choice([0.1, 0.3, 1.0, 3.0, 10.0]))  # categorical, as in study/presets/homework.toml
         latent = int(rng.choice([8, 16, 32]))
         h, extra = _vae_history(1, knobs.epochs, knobs, scale=0.8 + 0.1 * math.log10(kl) + latent / 400)
         t += 200_000

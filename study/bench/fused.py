@@ -28,7 +28,8 @@ from typing import Any
 from study.bench.timing import FULL, BenchRun, median_after_warmup, n_params
 from study.bench.workloads import bench_splits, held_out, sequence_data, synthetic_windows
 
-# The homework preset's covid trial at L = 30 (study.presets: hidden 32, 1 layer, lr 3e-3, batch 64, seeds 3, twin).
+# The homework preset's covid trial at L = 30 (study/presets/homework.toml: hidden 32, 1 layer, lr 3e-3,
+# batch 64, seeds 3, twin).
 FUSED = {"cell": "gru", "hidden_size": 32, "num_layers": 1, "seq_len": 30, "batch_size": 64, "lr": 3e-3}
 SEEDS = 3
 TIME_TWIN = True
@@ -38,8 +39,8 @@ K = SEEDS * (2 if TIME_TWIN else 1)
 def fused_config(device: str, epochs: int, threads: int):
     from trainables.sequence import SequenceConfig
 
-    return SequenceConfig.from_dict(dict(epochs=epochs, device=device, seeds=SEEDS, time_twin=TIME_TWIN, seed=0, split="random",
-                                        num_threads=threads, **FUSED))
+    return SequenceConfig.from_dict(dict(epochs=epochs, device=device, seeds=SEEDS, time_twin=TIME_TWIN, seed=0,
+                                         split="random", num_threads=threads, **FUSED))
 
 
 def fused_data(n: int):
