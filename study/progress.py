@@ -7,7 +7,8 @@ it is rewritten in place once a second; to a file or a pipe it is a new line eve
 `study run --verbose` keeps Ray's table instead.
 
 Time left: the epochs still to run (each unfinished trial's remaining ones, and every trial not yet started at
-the full budget) times the median epoch time measured so far, shared by the slots that run at once. ASHA may
+the full budget) times the median time of an epoch so far (Tune's `time_this_iter_s`: training, evaluation,
+checkpoint and logging), shared by the slots that run at once. ASHA may
 stop some of those trials early, so it is an upper estimate, and the line says so with "<=".
 """
 from __future__ import annotations
@@ -38,8 +39,8 @@ def progress_line(name: str, trials: list[Any], planned: int, epochs: int, slots
         result = trial.last_result or {}
         ran = int(result.get(TRAINING_ITERATION, 0))
         done_epochs += ran
-        if result.get("epoch_time_s") is not None:
-            epoch_times.append(float(result["epoch_time_s"]))
+        if result.get("time_this_iter_s") is not None:  # the whole epoch: training, evaluation, checkpoint, logs
+            epoch_times.append(float(result["time_this_iter_s"]))
         if trial.status == "ERROR":
             counts["failed"] += 1
         elif trial.status == "TERMINATED":

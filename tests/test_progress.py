@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _trial(status: str, epochs_run: int, value: float | None = None, epoch_s: float = 2.0, metric: str = "val_acc"):
-    result = {"training_iteration": epochs_run, "epoch_time_s": epoch_s} if epochs_run else {}
+    result = {"training_iteration": epochs_run, "time_this_iter_s": epoch_s} if epochs_run else {}
     if value is not None:
         result[metric] = value
     return SimpleNamespace(status=status, last_result=result)
