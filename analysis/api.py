@@ -53,7 +53,8 @@ class Study:
         if rows.empty:
             raise DataError(f"no finished {part} trial with its objective yet", self.folder or self.tracking_uri)
         row = rows.iloc[0]
-        test = {k: float(row[k]) for k in row.index if k.startswith("test_") and pd.notna(row[k])}
+        config = registry.get(part).full_config({})  # test_frac is a setting, not a test number
+        test = {k: float(row[k]) for k in row.index if k.startswith("test_") and k not in config and pd.notna(row[k])}
         out: dict[str, Any] = {"trial": row, "metric": registry.get(part).metric, "test": test}
         if part == "covid":
             run = next(r for r in self.results.runs if r.run_id == row.run_id)
