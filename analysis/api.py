@@ -23,8 +23,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from analysis import covid_runs
-from analysis.common import best_run
+from analysis import covid_runs, vae_runs
 from analysis.results import RunInfo, StudyResults, load_study
 from data.errors import DataError
 from trainables import registry
@@ -122,8 +121,7 @@ def _chosen_ids(results: StudyResults) -> set[str]:
     """Run ids of each part's chosen trial, as the report chooses it."""
     chosen = covid_runs.best_sequence_run(results)
     ids = {chosen.run_id} if chosen else set()
-    vae = registry.get("vae")
-    best = best_run(results.select(trainable="vae"), vae.metric, vae.mode)
+    best = vae_runs.chosen(results)
     return ids | ({best.run_id} if best else set())
 
 

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.results import RunInfo  # noqa: E402
+from trainables.registry import BEST_EPOCH, EARLY_STOPPED, curve  # noqa: E402
 
 CELLS = ("rnn", "lstm", "gru")
 CELL_COLOURS = {"rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c"}
@@ -60,6 +61,20 @@ def best_run(runs: list[RunInfo], metric: str, mode: str = "max") -> RunInfo | N
 def most_common(runs: list[RunInfo], param: str) -> str | None:
     values = [r.params.get(param) for r in runs if r.params.get(param) is not None]
     return Counter(values).most_common(1)[0][0] if values else None
+
+
+def curve_key(runs: list[RunInfo], name: str) -> str:
+    """Where a metric's learning curve is: `epoch_<name>` (plain names hold the best epoch's numbers since runs log
+    both), else `name` itself (stores written before the split, whose plain names were per-epoch)."""
+    key = curve(name)
+    return key if any(key in r.history for r in runs) else name
+
+
+def scored_epoch(run: RunInfo) -> tuple[float, int | None]:
+    """(the epoch whose weights the run is scored by, the epoch patience stopped it at or None); nan when the run
+    logged no best epoch (older stores: the last epoch)."""
+    last = max((int(steps[-1]) for steps, _ in run.history.values() if len(steps)), default=None)
+    return float(run.metrics.get(BEST_EPOCH, math.nan)), last if run.metrics.get(EARLY_STOPPED) else None
 
 
 def mean_curve(runs: list[RunInfo], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

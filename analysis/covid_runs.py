@@ -88,6 +88,8 @@ class AccRow:
     majority_time: float = math.nan
     constant: int = 0  # main models (over seeds) that answered one class on the whole test part
     models: int = 0
+    ens_random: float = math.nan  # the seed ensemble's test accuracy (mean probability of the S models)
+    ens_time: float = math.nan
 
 
 def acc_vs_L(results: StudyResults) -> list[AccRow]:
@@ -114,7 +116,9 @@ def acc_vs_L(results: StudyResults) -> list[AccRow]:
                 majority_random=_mean(summary(r).get("majority_rate") for r in rand),  # a time-split study has none
                 majority_time=_mean(s.get("majority_rate_time") for s in summaries),
                 constant=sum(int(s.get("constant_models", 0)) for s in summaries),
-                models=sum(seeds_of(r) for r in group)))
+                models=sum(seeds_of(r) for r in group),
+                ens_random=_mean(r.metrics.get("test_acc_ens") for r in rand if len(group) == 1),
+                ens_time=_mean(r.metrics.get("test_acc_time_ens") for r in group if len(group) == 1)))
     return rows
 
 

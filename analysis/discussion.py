@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from analysis import covid_runs, discussion_covid, figures_search, vae_runs
-from analysis.common import fmt_num, short_num
+from analysis.common import fmt_num, scored_epoch, short_num
 from analysis.results import StudyResults
 from trainables.registry import PREDICTIONS
 
@@ -112,6 +112,34 @@ def iw_paragraph(runs: dict) -> str | None:
     return text
 
 
+def _epoch(run) -> str:
+    best, stopped = scored_epoch(run)
+    return f"{best:.0f}" + (f", stopped at {stopped}" if stopped is not None else "")
+
+
+def vae_choice(results: StudyResults) -> str | None:
+    """What chose the VAE: validation, and the test numbers reported once for the weights it chose."""
+    runs = results.select(trainable="vae")
+    best = vae_runs.chosen(results)
+    if best is None:
+        return None
+    metric, _ = vae_runs.objective(runs)
+    if metric.startswith("test"):
+        return (f"This study predates the validation part: its runs were ranked on {metric}, the held-out images "
+                "that also report the result.")
+    p = best.param
+    n_val = covid_runs.summary(best).get("n_val")  # summary.json: the same reader for both trainables
+    text = (f"Chosen on validation: every run is scored with the weights of its best validation epoch (its own loss, "
+            f"reconstruction + KL weight x KL, on {n_val or 'the'} validation faces held out from training), and the "
+            f"study's best trial is the lowest {metric} (negative ELBO at KL weight 1 on those faces) over "
+            f"{len(runs)} runs: {best.name} ({p('arch', '?')}, latent {p('latent_dim')}, KL x{short_num(p('kl_weight'))}, "
+            f"lr {short_num(p('lr'))}), {metric} = {fmt_num(best.metrics.get(metric), 1)} at epoch {_epoch(best)}.")
+    if np.isfinite(best.metrics.get("test_neg_elbo", math.nan)):
+        text += (f" Its test negative ELBO, computed once for those weights, is "
+                 f"{fmt_num(best.metrics['test_neg_elbo'], 1)} nats/image; test numbers chose nothing.")
+    return text
+
+
 def vae_discussion(results: StudyResults) -> list[str]:
     runs = vae_runs.by_weight(results)
     out = []
@@ -121,7 +149,10 @@ def vae_discussion(results: StudyResults) -> list[str]:
                  f"({fmt_num(r.metrics.get('test_bits_per_dim'))} bits/dim) = reconstruction "
                  f"{fmt_num(r.metrics.get('test_recon'), 1)} + KL {fmt_num(r.metrics.get('test_kl'), 2)}"
                  for w, r in runs.items()]
-        text = "Held-out results after the last epoch. " + "; ".join(parts) + "."
+        text = ("Held-out results, each run at its best validation epoch"
+                + (f" ({', '.join(f'{vae_runs.weight_label(w)}: epoch {_epoch(r)}' for w, r in runs.items())})"
+                   if any(np.isfinite(r.metrics.get('best_epoch', math.nan)) for r in runs.values()) else "")
+                + ". " + "; ".join(parts) + ".")
         s1 = stats.get(1.0)
         words = vae_runs.describe_samples(s1)[1] if s1 else ""
         if words:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import covid_runs
-from analysis.common import CELL_COLOURS, CELLS, mean_curve, plt, save
+from analysis.common import CELL_COLOURS, CELLS, curve_key, mean_curve, plt, save, scored_epoch
 from analysis.results import StudyResults
 from data.errors import DataError
 from trainables.registry import CONFUSION, PREDICTIONS
@@ -112,6 +112,7 @@ def fig_corr_top(results: StudyResults, out_dir, *, corr=None, names=None, n: in
 
 def _band(ax, runs, key, colour, label, style="-"):
     """Mean curve over runs with its min..max band; one run with seeds inside: mean +- its std over seeds."""
+    key = curve_key(runs, key)
     mc = mean_curve(runs, key)
     if mc is None:
         return
@@ -122,6 +123,18 @@ def _band(ax, runs, key, colour, label, style="-"):
         lo, hi = mean - std[1], mean + std[1]
     if len(runs) > 1 or std is not None:
         ax.fill_between(steps, lo, hi, color=colour, alpha=0.15)
+
+
+def _mark_scored_epoch(ax, runs) -> None:
+    """A line at the epoch whose weights are scored (the mean of the seeds' best validation epochs), and a cross
+    where patience stopped the run."""
+    if len(runs) != 1:
+        return
+    best, stopped = scored_epoch(runs[0])
+    if np.isfinite(best):
+        ax.axvline(best, color="0.5", lw=0.8, ls="--", label=f"best val epoch (mean {best:.1f})")
+    if stopped is not None:
+        ax.axvline(stopped, color="black", lw=1.0, label=f"stopped early (epoch {stopped})")
 
 
 def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
@@ -142,13 +155,15 @@ def fig_cell_curves(results: StudyResults, out_dir) -> Path | None:
             _band(ax, runs, f"test_{metric}", CELL_COLOURS[cell], f"test ({split} split)")
             if split != "time":
                 _band(ax, runs, f"test_{metric}_time", "0.35", "test (time split)", ":")
+            _mark_scored_epoch(ax, runs)
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             if i == 0:
                 n = sum(covid_runs.seeds_of(r) for r in runs)
                 ax.set_title(f"{cell.upper()}, L={runs[0].params.get('seq_len')} ({n} seed{'s' if n > 1 else ''})")
             ax.legend(fontsize=8)
-    fig.suptitle(f"Learning curves per cell type ({label}; band = spread over seeds)")
+    fig.suptitle(f"Learning curves per cell type ({label}; band = spread over seeds; each model is scored at its best "
+                 "validation epoch)")
     fig.tight_layout()
     return save(fig, out_dir, "covid_cell_curves.png")
 

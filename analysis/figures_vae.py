@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 from analysis import vae_runs
-from analysis.common import plt, save
+from analysis.common import plt, save, scored_epoch
+from trainables.registry import curve
 from analysis.results import StudyResults
 
 WEIGHT_COLOURS = {1.0: "#1f77b4", 100.0: "#d62728", 0.0: "#2ca02c"}
@@ -28,13 +29,36 @@ def _log_if_wide(ax, values) -> None:
         ax.set_yscale("log")
 
 
+# The curves drawn per run: training and validation (runs since the validation part), or training and held-out
+# (older runs, which evaluated the test images every epoch and logged no validation).
+SPLITS = (("train", "--", "train"), ("val", "-", "validation"), ("test", "-", "held-out"))
+
+
 def _curve(run, key):
-    c = run.history.get(key)
+    """A per-epoch curve: `epoch_<key>`, else `key` when it has more than one point (an older run's curve; a
+    plain name with one point is a number scored once, not a curve)."""
+    c = run.history.get(curve(key))
+    if c is None:
+        c = run.history.get(key)
+        if c is not None and len(c[0]) < 2:
+            c = None
     return (c[0], c[1]) if c is not None and len(c[0]) else None
 
 
+def _mark_best(ax, run, key, colour, scale: float = 1.0) -> None:
+    """A dot on the validation curve at the epoch whose weights are scored; an x where patience stopped it."""
+    c = _curve(run, key)
+    best, stopped = scored_epoch(run)
+    if c is None or not np.isfinite(best) or best not in c[0]:
+        return
+    ax.plot([best], [c[1][list(c[0]).index(best)] / scale], "o", color=colour, ms=5)
+    if stopped is not None:
+        ax.plot([c[0][-1]], [c[1][-1] / scale], "x", color=colour, ms=7)
+
+
 def fig_vae_elbo(results: StudyResults, out_dir):
-    """Negative ELBO per epoch, train (dashed) and held-out (solid), in nats/image (left) and bits/dim (right)."""
+    """Negative ELBO per epoch, train (dashed) and validation (solid), in nats/image (left) and bits/dim (right);
+    a dot marks the epoch whose weights are scored, an x where patience stopped the run."""
     runs = _runs_or_skip(results, "vae_elbo")
     if not runs:
         return None
@@ -42,7 +66,8 @@ def fig_vae_elbo(results: StudyResults, out_dir):
     seen = []
     for w, run in runs.items():
         d_ln2 = vae_runs.image_dims(run) * math.log(2)
-        for key, style, split in (("train_neg_elbo", "--", "train"), ("test_neg_elbo", "-", "held-out")):
+        for part, style, split in SPLITS:
+            key = f"{part}_neg_elbo"
             c = _curve(run, key)
             if c is None:
                 continue
@@ -50,12 +75,16 @@ def fig_vae_elbo(results: StudyResults, out_dir):
             axes[0].plot(c[0], c[1], style, color=WEIGHT_COLOURS[w], label=label)
             axes[1].plot(c[0], c[1] / d_ln2, style, color=WEIGHT_COLOURS[w], label=label)
             seen.extend(c[1])
+            if part == "val":
+                _mark_best(axes[0], run, key, WEIGHT_COLOURS[w])
+                _mark_best(axes[1], run, key, WEIGHT_COLOURS[w], d_ln2)
     for ax, unit in zip(axes, ("nats / image", "bits / dim")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"negative ELBO ({unit})")
         _log_if_wide(ax, seen if unit.startswith("nats") else np.asarray(seen) / d_ln2)
         ax.legend(fontsize=8)
-    fig.suptitle("VAE learning curves: negative ELBO (true ELBO, KL weight 1, whatever the training weight)")
+    fig.suptitle("VAE learning curves: negative ELBO (true ELBO, KL weight 1, whatever the training weight); "
+                 "dot: the epoch scored")
     fig.tight_layout()
     return save(fig, out_dir, "vae_elbo.png")
 
@@ -69,7 +98,7 @@ def fig_vae_terms(results: StudyResults, out_dir):
     for ax, term, title in zip(axes, ("recon", "kl"), ("reconstruction term", "KL term")):
         seen = []
         for w, run in runs.items():
-            for split, style in (("train", "--"), ("test", "-")):
+            for split, style, _ in SPLITS:
                 c = _curve(run, f"{split}_{term}")
                 if c is None:
                     continue

@@ -95,10 +95,13 @@ def _covid_blocks(results, figs, out_dir) -> list:
     b += [("h3", "iv. RNN vs LSTM vs GRU, and the sequence length L")]
     rows = covid_runs.acc_vs_L(results)
     if rows:
-        b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "majority rate",
-                            "test acc (time split)", "95% CI ±", "majority rate (time)"],
+        b.append(("p", "Test accuracy of the single models (mean over seeds, 95% t-interval) and of their seed "
+                       "ensemble (the mean of the seeds' probabilities), each model at its best validation epoch."))
+        b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "ensemble", "majority rate",
+                            "test acc (time split)", "95% CI ±", "ensemble (time)", "majority rate (time)"],
                   [[r.cell.upper(), str(r.seq_len), str(r.n or r.n_time), fmt_num(r.acc_random), fmt_num(r.ci_random),
-                    fmt_num(r.majority_random), fmt_num(r.acc_time), fmt_num(r.ci_time), fmt_num(r.majority_time)]
+                    fmt_num(r.ens_random), fmt_num(r.majority_random), fmt_num(r.acc_time), fmt_num(r.ci_time),
+                    fmt_num(r.ens_time), fmt_num(r.majority_time)]
                    for r in rows]))
     b += _baseline_table(results)
     b += [_fig(figs, "acc_vs_L", out_dir), _fig(figs, "norm_effect", out_dir)]
@@ -118,6 +121,8 @@ def _vae_blocks(results, figs, out_dir) -> list:
         return b + [("p", "This study has no finished VAE runs.")]
     b += [("h3", "i. Preprocessing and architecture (from the KL x1 run's config)"), ("list", describe.vae_preprocessing(ref))]
     b.append(("pre", describe.vae_model(ref)))
+    choice = discussion.vae_choice(results)
+    b += [("h3", "How the runs are chosen and scored"), ("p", choice)] if choice else []
     b += [("h3", "ii. Learning curves (vi: KL x100, vii: KL x0 on the same axes)"), _fig(figs, "vae_elbo", out_dir),
           _fig(figs, "vae_terms", out_dir)]
     b += _iw_blocks(runs)

@@ -9,6 +9,7 @@ import numpy as np
 
 from analysis.common import best_run
 from analysis.results import RunInfo, StudyResults
+from trainables import registry
 from trainables.registry import IMAGES, SUMMARY
 
 HOMEWORK_WEIGHTS = (1.0, 100.0, 0.0)
@@ -23,16 +24,31 @@ def weight_label(w: float) -> str:
 
 
 def by_weight(results: StudyResults) -> dict[float, RunInfo]:
-    """The run for each homework KL weight: fixed runs first (all VAE runs if none), the lowest held-out
-    negative ELBO when a weight was trained more than once."""
+    """The run for each homework KL weight: fixed runs first (all VAE runs if none), the lowest validation
+    negative ELBO (the study's objective; the held-out one in stores from before validation) when a weight was
+    trained more than once."""
     runs = results.select(trainable="vae", group="fixed") or results.select(trainable="vae")
     out = {}
     for w in HOMEWORK_WEIGHTS:
         same = [r for r in runs if math.isclose(kl_weight(r), w)]
-        pick = best_run(same, "test_neg_elbo", "min") or (same[0] if same else None)
+        pick = best_run(same, *objective(same)) or (same[0] if same else None)
         if pick is not None:
             out[w] = pick
     return out
+
+
+def objective(runs: list[RunInfo]) -> tuple[str, str]:
+    """The VAE objective (validation negative ELBO), or test_neg_elbo for runs logged before the validation part."""
+    found = registry.get("vae")
+    if runs and not any(found.metric in r.metrics for r in runs):
+        return "test_neg_elbo", "min"
+    return found.metric, found.mode
+
+
+def chosen(results: StudyResults) -> RunInfo | None:
+    """The study's best VAE trial (fixed and search) on the objective: validation, never test."""
+    runs = results.select(trainable="vae")
+    return best_run(runs, *objective(runs))
 
 
 IW_KEYS = ("test_iw_nll", "test_iw_neg_elbo", "test_iw_bits_per_dim", "iw_samples", "iw_images", "n_test")

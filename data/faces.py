@@ -344,6 +344,18 @@ def _load(source, source_hash, names, read, size, resample, root, progress, max_
     return FaceSet(final, len(images), len(skipped), source, source_hash, npy_path)
 
 
+def split_three(n: int, val_frac: float, test_frac: float = 0.1, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Sorted train/validation/test positions. The test part is `split_indices`' own (the same seed holds out the
+    same images), and validation comes out of what was training, so test numbers stay comparable across both."""
+    train, test = split_indices(n, test_frac, seed)
+    if not 0.0 <= val_frac < 1.0 - test_frac:
+        raise DataError(f"val_frac must be in [0, 1 - test_frac), got {val_frac!r}")
+    perm = np.random.default_rng(seed).permutation(int(n))
+    rest = perm[len(test):]  # the training positions in the permutation's order
+    n_val = min(int(round(n * val_frac)), max(len(rest) - 1, 0))
+    return np.sort(rest[n_val:]).astype(np.int64), np.sort(rest[:n_val]).astype(np.int64), test
+
+
 def split_indices(n: int, test_frac: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Sorted train/test positions from a seeded permutation: the same seed gives the same split on any machine."""
     if not isinstance(n, (int, np.integer)) or n < 0:

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                      help="a trainable setting for every trial, over the preset's (repeatable; VALUE is JSON or "
                           "text), e.g. --set date_range=full")
+    run.add_argument("--profile", action="store_true",
+                     help="at the end of a successful run, where the time went (as `study show --profile`)")
     run.set_defaults(handler=_run)
 
     resume = sub.add_parser("resume", help="continue an interrupted study from its folder")
@@ -162,7 +164,12 @@ def _new_study(args: argparse.Namespace) -> int:
                 raise checks.FlagError(f"--fixed run {i + 1} {checks.short(run)}: {err}") from None
     # Read back as the folder will hold it: every override meets the same checks as a file's own values.
     study = studyfile.parse(studyfile.dumps(study), f"{source} with the command line's settings")
-    return run_study(spec, study)
+    code = run_study(spec, study)
+    if code == 0 and args.profile:
+        from study.profile import print_after_run
+
+        print_after_run(study_dir)
+    return code
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _source(show)
     show.add_argument("--top", type=int, default=5, help="trials to list per part, best first (default 5)")
     show.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    show.add_argument("--profile", action="store_true",
+                      help="where the time went instead: per part and trial, training, evaluation, end-of-run and "
+                           "overhead seconds, each as a share of wall x concurrent trials")
     show.set_defaults(handler=_show)
     export = sub.add_parser("export", help="write trials.csv, history.csv, baselines.csv (and .parquet with pyarrow)")
     _source(export)
@@ -27,18 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _source(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", metavar="NAME|DIR", help="a study folder, or a study's name under --storage")
+    p.add_argument("study", metavar="NAME|DIR", nargs="?", help="a study folder, or a study's name under --storage")
     p.add_argument("--storage", default="studies", help="folder of study folders (default ./studies)")
+    p.add_argument("--name", help="the study's name under --storage (as `study report` takes it), for NAME")
     p.add_argument("--mlflow-uri", help="read the study NAME from this MLflow tracking URI instead")
 
 
 def _open(args: argparse.Namespace) -> Any:
     from study.checks import probe_mlflow
 
+    if args.study and args.name and args.study != args.name:
+        raise UsageError(f"two studies given: {args.study} and --name {args.name}")
+    if not (args.study or args.name):
+        raise UsageError("which study? give a study folder, or NAME (or --name NAME) under --storage")
     probe_mlflow(args.mlflow_uri)  # a server that does not answer: one line in seconds, not MLflow's retries
     from analysis import open_study
 
-    return open_study(args.study, storage=args.storage, tracking_uri=args.mlflow_uri)
+    return open_study(args.study or args.name, storage=args.storage, tracking_uri=args.mlflow_uri)
 
 
 def summary(study: Any, top: int) -> dict[str, Any]:
@@ -78,6 +86,12 @@ def _fmt(value: Any) -> str:
 def _show(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
+    if args.profile:
+        from study.profile import format_profile, profile
+
+        parts = profile(_open(args))
+        print(json.dumps(parts, indent=2) if args.json else format_profile(parts))
+        return 0
     info = summary(_open(args), args.top)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -20,6 +20,8 @@ from typing import Any
 
 from ray.tune import ProgressReporter
 
+from trainables.registry import EARLY_STOPPED
+
 TRAINING_ITERATION = "training_iteration"
 
 
@@ -44,7 +46,7 @@ def progress_line(name: str, trials: list[Any], planned: int, epochs: int, slots
         if trial.status == "ERROR":
             counts["failed"] += 1
         elif trial.status == "TERMINATED":
-            counts["pruned" if ran < epochs else "done"] += 1
+            counts["pruned" if ran < epochs and not result.get(EARLY_STOPPED) else "done"] += 1
         elif trial.status == "RUNNING":
             counts["running"] += 1
         value = result.get(metric)

@@ -9,7 +9,8 @@ its state in the Optuna storage and uses only public Ray and Optuna calls:
   (`study.ask(fixed_distributions=space)`, which suggests every key in the space's order);
 - every epoch is an intermediate value (`trial.report(value, step=epoch)`); a trial that ended before `max_t`
   training iterations (ASHA stopped it) is told PRUNED, so TPE ranks it below complete ones, by how far it got
-  and then by its last value; an error or a missing metric is FAIL;
+  and then by its last value; one that stopped itself (its patience ran out: `stopped_by_patience` in its last result)
+  is COMPLETE; an error or a missing metric is FAIL;
 - each Optuna trial carries user attributes `ray_trial_id` and `group`, and the study its metric, mode, space
   and number of fixed runs, so a reader of the storage (optuna-dashboard, the report) needs nothing else.
 
@@ -29,7 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, dist
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from trainables.registry import GROUP_ATTR, RAY_TRIAL_ATTR
+from trainables.registry import EARLY_STOPPED, GROUP_ATTR, RAY_TRIAL_ATTR
 
 TRAINING_ITERATION = "training_iteration"
 FIXED_ATTR = "fixed_run"          # Optuna trial user attribute: index of the fixed run it is
@@ -208,7 +209,7 @@ class OptunaSearcher(Searcher):
         # Tune hands the result on which a scheduler stopped the trial to on_trial_complete only: without this,
         # a trial ASHA stops at its first rung would reach Optuna with no value at all.
         self.on_trial_result(trial_id, result)
-        if result.get(TRAINING_ITERATION, self._budget) < self._budget:
+        if result.get(TRAINING_ITERATION, self._budget) < self._budget and not result.get(EARLY_STOPPED):
             self._tell(study, trial_id, None, TrialState.PRUNED)
             return
         value = result.get(self.metric)

@@ -12,6 +12,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from study.searcher import OptunaSearcher, fixed_point, open_storage
 from study.studyfile import Part
+from trainables import registry
 from trainables.registry import OPTUNA_DB
 
 TRAINING_ITERATION = "training_iteration"
@@ -57,9 +58,17 @@ def build_searcher(part: Part, seed: int, storage: str | None = None) -> OptunaS
     `storage`: an Optuna RDB URL (`storage_url(study_dir)`); the part's study is named after its trainable.
     Without one, the study is kept in memory (no resume).
     """
-    return OptunaSearcher(space=dict(part.space), fixed=[dict(run) for run in part.fixed], metric=part.metric,
+    return OptunaSearcher(space=dict(part.space), fixed=whole_fixed_runs(part), metric=part.metric,
                           mode=part.mode, seed=seed, max_t=part.epochs, study_name=part.trainable,
                           storage_url=storage)
+
+
+def whole_fixed_runs(part: Part) -> list[dict[str, Any]]:
+    """Each fixed run with every searched key: a key it leaves out takes the part's constant, else the trainable's
+    default. Otherwise Optuna would sample that key for the fixed run (weight decay and dropout for the homework's
+    plain runs) and record, and TPE learn from, a value the run may not have used."""
+    defaults = {**registry.get(part.trainable).full_config({}), **part.constants}
+    return [{**{k: defaults[k] for k in part.space if k not in run and k in defaults}, **run} for run in part.fixed]
 
 
 def build_scheduler(part: Part, name: str) -> TrialScheduler | None:

@@ -126,7 +126,7 @@ def _fit_was_interrupted(before: Any) -> bool:
 
 PROGRESS_METRICS = {
     "covid": {"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "val_acc_time": "val acc (time)"},
-    "vae": {"epoch": "epoch", "train_loss": "objective", "test_neg_elbo": "test -ELBO", "test_bits_per_dim": "bits/dim"},
+    "vae": {"epoch": "epoch", "epoch_train_loss": "objective", "val_neg_elbo": "val -ELBO", "best_epoch": "best epoch"},
 }
 
 
@@ -165,7 +165,8 @@ def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False, slots
             "config": {k: v for k, v in best.config.items() if k not in ("data_dir",)},
             "trial_id": best.metrics.get("trial_id"), "epochs": best.metrics.get("training_iteration"),
             # the chosen trial's test accuracies: reported beside the choice, never used for it
-            "test": {k: v for k, v in best.metrics.items() if k.startswith("test_acc")},
+            "test": {k: v for k, v in best.metrics.items()
+                     if k.startswith(("test_acc", "test_neg_elbo")) and not k.endswith("_std")},
         }
     return summary
 

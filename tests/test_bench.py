@@ -88,7 +88,7 @@ def test_plain_loops_and_our_fit_run_on_tiny_data() -> None:
     assert len(times) == 1 and times[0] > 0
     cfg = bench.vae_config("vae-default", "cpu", 1)
     reported = []
-    vae.fit(cfg, images[:32], images[32:], reported.append)
+    vae.fit(cfg, images[:32], images[32:40], images[32:], reported.append)
     assert reported[0]["epoch_time_s"] > 0 and reported[0]["eval_time_s"] >= 0
 
 

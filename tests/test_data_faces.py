@@ -452,3 +452,14 @@ def test_the_data_folder_is_unchanged_by_every_fixture(tmp_path, monkeypatch, ca
     if fs is not None:
         assert fs.cache_path.parent == tmp_path / "cache" / "faces"
     assert not (tmp_path / "xdg").exists()
+
+
+def test_three_way_split_keeps_the_test_part_and_takes_validation_from_training():
+    from data.faces import split_three
+
+    train, val, test = split_three(200, val_frac=0.05, test_frac=0.1, seed=3)
+    assert test.tolist() == split_indices(200, test_frac=0.1, seed=3)[1].tolist()
+    assert len(val) == 10 and len(test) == 20 and len(train) == 170
+    assert not set(train) & set(val) and not set(val) & set(test) and sorted([*train, *val, *test]) == list(range(200))
+    with pytest.raises(DataError, match="val_frac"):
+        split_three(10, val_frac=0.95, test_frac=0.1)

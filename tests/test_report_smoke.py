@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import FIGURES
-from trainables.registry import STUDY_FILE
+from trainables.registry import STOPPED_TAG, STUDY_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ SECTIONS = {
            "Best model", "v. Probability of an increase, world map", "Hyperparameter search (Optuna)",
            "vi. Discussion", "i. Preprocessing and architecture (from the KL x1 run's config)",
            "ii. Learning curves (vi: KL x100, vii: KL x0 on the same axes)",
-           "Log-likelihood: ELBO and the importance-weighted bound", "iii. Reconstructions",
+           "How the runs are chosen and scored", "Log-likelihood: ELBO and the importance-weighted bound", "iii. Reconstructions",
            "iv. Samples from the prior", "v. Interpolation in latent space",
            "KL / reconstruction trade-off and the search", "viii. Discussion: the effect of the KL term"],
 }
@@ -130,6 +130,33 @@ def test_api_and_report_choose_the_same_trial_and_numbers(smoke):
     assert f"Best run {run.name}" in smoke.html and run.name.endswith(chosen["trial"].trial_id)
     assert f"{chosen['test']['test_acc']:.3f}" in smoke.html
     assert set(chosen["baselines"].split) == {"random", "time"}
+
+
+def test_choices_are_on_validation_and_test_is_scored_once(smoke):
+    """VAE: Optuna's metric and every trial's objective are validation numbers; a complete run logs its test
+    numbers once (at its last epoch), a pruned one none; the report says what chose. COVID: every trial logs the
+    seed ensembles and its best epoch beside the single models, and the report shows both."""
+    import optuna
+
+    from analysis import open_study
+
+    study = open_study(smoke.study_dir)
+    vae = optuna.load_study(study_name="vae", storage=f"sqlite:///{smoke.study_dir / 'optuna.db'}")
+    assert vae.user_attrs["metric"] == "val_neg_elbo"
+    runs = [r for r in study.results.runs if r.trainable == "vae"]
+    for run in runs:
+        steps, _ = run.history["val_neg_elbo"]
+        test_steps = run.history.get("test_neg_elbo", ([],))[0]
+        assert list(test_steps) == ([steps[-1]] if run.tags.get("study.stopped") is None else []), run.name
+    complete = [t for t in vae.trials if t.state.name == "COMPLETE"]
+    by_trial = {r.tags.get("ray.trial_id"): r for r in runs}
+    for t in complete:
+        assert t.value == pytest.approx(by_trial[t.user_attrs["ray_trial_id"]].metrics["val_neg_elbo"])
+    assert "Chosen on validation" in smoke.html and "test numbers chose nothing" in smoke.html
+    covid = study.trials[study.trials.part == "covid"]
+    for key in ("val_acc_ens", "test_acc_ens", "test_acc_time_ens", "best_epoch"):
+        assert covid[key].notna().all(), key
+    assert "<th>ensemble</th>" in smoke.html and "-seed ensemble (the mean of the seeds' probabilities)" in smoke.html
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -77,7 +77,7 @@ def run(data=None, **kw):
 
 
 def curve(history):
-    return [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in history]
+    return [{k: v for k, v in m.items() if k not in ("epoch_time_s", "eval_time_s")} for m in history]
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -86,8 +86,10 @@ def test_loss_falls_and_metrics_are_reported(cell):
     assert [m["epoch"] for m in history] == [1, 2, 3, 4, 5]
     means = {f"{p}_{w}{s}" for p in ("train", "val", "test") for w in ("loss", "acc") for s in ("", "_time")}
     stds = {f"{p}_{w}{s}_std" for p in ("train", "val", "test") for w in ("loss", "acc") for s in ("", "_time")}
-    assert set(history[0]) == means | stds | {"epoch", "epoch_time_s"}
-    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    ens = {f"{p}_acc{s}_ens" for p in ("val", "test") for s in ("", "_time")}
+    curves = {f"epoch_{k}" for k in means | stds}
+    assert set(history[0]) == means | stds | ens | curves | {"epoch", "epoch_time_s", "eval_time_s", "best_epoch"}
+    assert history[-1]["epoch_train_loss"] < 0.8 * history[0]["epoch_train_loss"]
     assert history[-1]["val_acc"] > 0.8 and history[-1]["test_acc"] > 0.8 and history[-1]["test_acc_time"] > 0.8
     assert out["n_train"] == 336 and out["n_val"] == 72 and out["n_test"] == 72
     assert 0.3 <= out["majority_rate"] <= 0.7 and out["seeds"] == [0, 1]
@@ -102,10 +104,12 @@ def test_stacked_seeds_and_splits_give_the_curves_of_models_trained_one_by_one()
     together, history = run(data, cell="gru", seeds=3, seed=5, epochs=3)
     alone = [run(data, cell="gru", seeds=1, seed=s, epochs=3) for s in (5, 6, 7)]
     for epoch in range(3):
-        for key in ("train_loss", "val_loss", "test_loss", "val_acc", "test_acc", "val_acc_time", "test_loss_time"):
+        for key in ("train_loss", "val_loss", "test_loss", "val_acc", "test_acc", "val_acc_time", "test_loss_time",
+                    "epoch_train_loss", "epoch_val_acc", "epoch_test_loss_time"):
             values = [h[epoch][key] for _, h in alone]
             assert history[epoch][key] == pytest.approx(np.mean(values), rel=1e-5, abs=1e-6), (epoch, key)
             assert history[epoch][key + "_std"] == pytest.approx(np.std(values, ddof=1), rel=1e-4, abs=1e-6)
+        assert history[epoch]["best_epoch"] == pytest.approx(np.mean([h[epoch]["best_epoch"] for _, h in alone]))
     for m in together["models"]:
         one = next(o for o, _ in alone if o["seeds"] == [m["seed"]])
         twin = next(x for x in one["models"] if x["split"] == m["split"])
@@ -133,6 +137,8 @@ def test_stacked_training_matches_torch_nn_trained_alone(cell):
         opt = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         gen = torch.Generator().manual_seed(seed)
         train_idx = torch.from_numpy(split.train)
+        val, test = torch.from_numpy(split.val), torch.from_numpy(split.test)
+        best_val, scored = -1.0, None
         for _ in range(cfg.epochs):
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
             for start in range(0, len(order), cfg.batch_size):
@@ -141,13 +147,61 @@ def test_stacked_training_matches_torch_nn_trained_alone(cell):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        with torch.no_grad():
-            test = torch.from_numpy(split.test)
-            logits = head(rnn(x_all[test])[0][:, -1])
-            loss = F.cross_entropy(logits, y_all[test]).item()
-            acc = (logits.argmax(1) == y_all[test]).double().mean().item()
+            with torch.no_grad():  # scored at its best validation epoch (the first of equal ones)
+                val_acc = (head(rnn(x_all[val])[0][:, -1]).argmax(1) == y_all[val]).double().mean().item()
+                logits = head(rnn(x_all[test])[0][:, -1])
+                if val_acc > best_val:
+                    best_val = val_acc
+                    scored = (F.cross_entropy(logits, y_all[test]).item(),
+                              (logits.argmax(1) == y_all[test]).double().mean().item())
+        loss, acc = scored
+        assert out["models"][k]["val_acc"] == pytest.approx(best_val, abs=1.5 / len(val)), k
         assert out["models"][k]["test_loss"] == pytest.approx(loss, rel=2e-4), k
         assert out["models"][k]["test_acc"] == pytest.approx(acc, abs=1.5 / len(test)), k
+
+
+def test_seed_ensemble_is_the_mean_probability_of_the_models_trained_one_by_one(tmp_path):
+    """val/test_acc_ens of S stacked seeds == averaging P(increase) of the same S models trained alone, each at
+    its best validation epoch (read back from its model.pt), then thresholding at 0.5."""
+    data = synthetic()
+    common = dict(cell="gru", epochs=4, time_twin=False)
+    together, _ = run(data, seeds=3, seed=5, **common)
+    probs = {"val": [], "test": []}
+    for s in (5, 6, 7):
+        cfg = SequenceConfig.from_dict({**SMALL, **common, "seeds": 1, "seed": s})
+        fit(cfg, data, artifact_dir=tmp_path / str(s))
+        saved = torch.load(tmp_path / str(s) / "model.pt", weights_only=True)
+        model = StackedClassifier("gru", 1, cfg.hidden_size, 1, 0.0, [s])
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+        for part in probs:
+            idx = getattr(data.splits["random"], part)
+            with torch.no_grad():
+                logits = model(torch.from_numpy(data.x[idx]).transpose(0, 1).unsqueeze(1))[0]
+            probs[part].append(torch.softmax(logits, -1)[:, 1].numpy())
+    for part in probs:
+        truth = data.y[getattr(data.splits["random"], part)]
+        expected = np.mean((np.mean(probs[part], 0) > 0.5) == truth)
+        assert together[f"{part}_acc_ens"] == pytest.approx(expected, abs=1e-9), part
+    assert "test_acc_time_ens" not in together
+
+
+def test_patience_stops_and_scores_the_best_epoch():
+    """A run stops once no model improved for `patience` epochs; its numbers are those of each model's best
+    validation epoch (the curves keep every epoch's own values)."""
+    out, history = run(cell="gru", epochs=30, lr=0.05, patience=2, time_twin=False)
+    last = history[-1]
+    assert len(history) < 30 and last["stopped_by_patience"] == 1.0
+    bests = [m["best_epoch"] for m in out["models"]]
+    assert max(bests) == len(history) - 2 and last["best_epoch"] == pytest.approx(np.mean(bests))
+    assert last["val_acc"] == pytest.approx(np.mean([m["val_acc"] for m in out["models"]]))
+    # each model's best is at least its value at any epoch, so their mean beats every epoch's mean
+    assert last["val_acc"] >= max(h["epoch_val_acc"] for h in history) - 1e-9
+    assert all("stopped_by_patience" not in h for h in history[:-1])
+    full, full_history = run(cell="gru", epochs=len(history), lr=0.05, time_twin=False)
+    assert curve(full_history) == curve(history[:-1]) + [{k: v for k, v in curve(history)[-1].items()
+                                                          if k != "stopped_by_patience"}]
+    assert full["confusion"] == out["confusion"]
 
 
 def test_groups_of_other_sizes_train_in_separate_stacks():
@@ -163,7 +217,7 @@ def test_time_split_reports_the_same_number_twice_and_no_twin_reports_none():
     assert history[0]["test_acc_time"] == history[0]["test_acc"] and history[0]["val_acc_time"] == history[0]["val_acc"]
     assert history[0]["test_acc_time_std"] == history[0]["test_acc_std"]
     _, history = run(time_twin=False, epochs=1)
-    assert not any("_time" in k for k in history[0] if k != "epoch_time_s")
+    assert not any("_time" in k for k in history[0] if k not in ("epoch_time_s", "eval_time_s"))
 
 
 def test_one_seed_reports_no_spread():

@@ -32,8 +32,8 @@ def _faces(n: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def data() -> tuple[np.ndarray, np.ndarray]:
-    return _faces(160, 0), _faces(48, 1)
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _faces(160, 0), _faces(32, 3), _faces(48, 1)  # train, validation, test
 
 
 def _run(data, report=None, artifact_dir=None, **overrides) -> dict:
@@ -54,11 +54,14 @@ def _untimed(metrics: dict) -> dict:
 def test_loss_falls_and_metrics_are_named(data, arch):
     hist = _curve(data, arch=arch, epochs=4, hidden=None if arch == "conv" else (64,))
     assert [m["epoch"] for m in hist] == [1, 2, 3, 4]
-    for key in ("train_loss", "train_neg_elbo", "test_neg_elbo", "test_bits_per_dim", "test_recon", "test_kl",
-                "epoch_time_s"):
+    for key in ("epoch_train_loss", "epoch_train_neg_elbo", "epoch_val_neg_elbo", "val_neg_elbo", "val_bits_per_dim",
+                "val_recon", "val_kl", "epoch_time_s", "eval_time_s", "best_epoch"):
         assert all(math.isfinite(m[key]) for m in hist), key
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert hist[-1]["test_neg_elbo"] < hist[0]["test_neg_elbo"]
+    assert hist[-1]["epoch_train_loss"] < hist[0]["epoch_train_loss"]
+    assert hist[-1]["epoch_val_neg_elbo"] < hist[0]["epoch_val_neg_elbo"]
+    # val_* is the best epoch's so far; the test images are scored once, in the last report
+    assert [m["val_loss"] for m in hist] == [min(h["epoch_val_loss"] for h in hist[:i + 1]) for i in range(len(hist))]
+    assert not any(k.startswith("test_") for m in hist[:-1] for k in m)
     m = hist[-1]
     assert m["test_neg_elbo"] == pytest.approx(m["test_recon"] + m["test_kl"])
     assert m["test_bits_per_dim"] == pytest.approx(m["test_neg_elbo"] / (3 * S * S * math.log(2)))
@@ -133,6 +136,23 @@ def test_resume_continues_the_same_curve(data, tmp_path):
     assert _untimed(end2) == _untimed(end)
 
 
+def test_patience_stops_on_validation_and_scores_the_best_epoch(data, tmp_path):
+    """A learning rate too high to keep improving: the run stops `patience` epochs after its best validation
+    epoch, and its test numbers and model.pt are that epoch's weights (the same as a run stopped there)."""
+    hist: list[dict] = []
+    res = _run(data, hist.append, artifact_dir=tmp_path / "a", epochs=40, lr=0.03, patience=2, min_delta=1.0)
+    best = hist[-1]["best_epoch"]
+    assert hist[-1]["stopped_by_patience"] == 1.0 and len(hist) == best + 2 < 40
+    assert hist[-1]["val_loss"] == hist[best - 1]["epoch_val_loss"]
+    assert min(h["epoch_val_loss"] for h in hist) > hist[-1]["val_loss"] - 1.0  # no later gain beat min_delta
+    assert hist[-1]["val_neg_elbo"] == hist[best - 1]["epoch_val_neg_elbo"]
+    short = _run(data, epochs=best, lr=0.03)
+    assert res["test_neg_elbo"] == pytest.approx(short["test_neg_elbo"], rel=1e-6)
+    model, _ = vae.load_model(tmp_path / "a" / "model.pt")
+    assert vae.evaluate(model, torch.from_numpy(data[2]), VAEConfig(**SMALL), False)["neg_elbo"] == pytest.approx(
+        res["test_neg_elbo"], rel=1e-6)
+
+
 def test_deterministic_on_cpu(data):
     a, b = _curve(data, epochs=2), _curve(data, epochs=2)
     assert [_untimed(m) for m in a] == [_untimed(m) for m in b]
@@ -150,14 +170,14 @@ def test_importance_weighted_bound_is_above_the_elbo(data, likelihood):
 @pytest.mark.parametrize("kl_weight", [0.0, 100.0, 0.5])
 def test_kl_weights_run(data, kl_weight):
     m = _curve(data, epochs=2, kl_weight=kl_weight)[-1]
-    assert math.isfinite(m["train_loss"]) and math.isfinite(m["test_neg_elbo"])
-    assert m["train_loss"] == pytest.approx(m["train_recon"] + kl_weight * m["train_kl"], rel=1e-5)
-    assert m["train_neg_elbo"] == pytest.approx(m["train_recon"] + m["train_kl"], rel=1e-5)
+    assert math.isfinite(m["epoch_train_loss"]) and math.isfinite(m["test_neg_elbo"])
+    assert m["epoch_train_loss"] == pytest.approx(m["epoch_train_recon"] + kl_weight * m["epoch_train_kl"], rel=1e-5)
+    assert m["epoch_train_neg_elbo"] == pytest.approx(m["epoch_train_recon"] + m["epoch_train_kl"], rel=1e-5)
 
 
 def test_gaussian_learned_sigma_and_bits_per_dim_offset(data):
     m = _curve(data, epochs=2, likelihood="gaussian", learn_sigma=True, sigma=0.2)[-1]
-    assert 0 < m["sigma"] < 1 and m["sigma"] != 0.2
+    assert 0 < m["epoch_sigma"] < 1 and m["epoch_sigma"] != 0.2
     d = 3 * S * S
     assert m["test_bits_per_dim"] == pytest.approx((m["test_neg_elbo"] + d * math.log(256)) / (d * math.log(2)))
 
@@ -170,8 +190,8 @@ def test_artefacts_are_written(data, tmp_path):
         arrays = {k: npz[k] for k in npz.files}
     assert set(arrays) == {"real", "recon", "samples", "interp"}
     assert all(a.dtype == np.uint8 and a.shape[1:] == (3, S, S) for a in arrays.values())
-    assert arrays["interp"].shape[0] == 10 and np.array_equal(arrays["interp"][0], data[1][0])
-    assert np.array_equal(arrays["real"], data[1][:16])
+    assert arrays["interp"].shape[0] == 10 and np.array_equal(arrays["interp"][0], data[2][0])
+    assert np.array_equal(arrays["real"], data[2][:16])
     model, cfg = vae.load_model(art / "model.pt")
     assert cfg.image_size == S and np.array_equal(reconstruct(model, arrays["real"]), arrays["recon"])
     for name in ("samples.png", "reconstructions.png", "interpolation.png"):
@@ -185,21 +205,21 @@ def test_train_reads_a_folder_of_faces(tmp_path):
         Image.fromarray(img.transpose(1, 2, 0)).resize((24, 24)).save(folder / f"{i}.png")
     seen: list[dict] = []
     res = vae.train({**SMALL, "epochs": 1, "data_dir": str(tmp_path), "max_images": 30}, seen.append)
-    assert res["n_train"] + res["n_test"] == 30 and res["n_test"] == 3
+    assert res["n_train"] + res["n_val"] + res["n_test"] == 30 and res["n_test"] == 3 and res["n_val"] == 2
     assert len(seen) == 1 and isinstance(res["data_hash"], str)
 
 
 @pytest.mark.integration
 def test_neg_elbo_falls_on_real_faces(real_data_dir, tmp_path):
-    from data.faces import load_faces, split_indices
+    from data.faces import load_faces, split_three
     from data.location import faces_source
 
     faces = load_faces(faces_source(real_data_dir), size=16, cache_root=tmp_path, progress=False, max_images=512)
     assert faces.images.shape == (512, 3, 16, 16)
-    train_idx, test_idx = split_indices(512, test_frac=0.1, seed=0)
+    parts = split_three(512, val_frac=0.05, test_frac=0.1, seed=0)
     cfg = VAEConfig(image_size=16, epochs=2, batch_size=64, iw_samples=8, device="cpu")
     hist: list[dict] = []
-    res = fit(cfg, faces.images[train_idx], faces.images[test_idx], hist.append)
-    assert hist[1]["train_neg_elbo"] < hist[0]["train_neg_elbo"]
-    assert hist[1]["test_neg_elbo"] < hist[0]["test_neg_elbo"]
+    res = fit(cfg, *(faces.images[p] for p in parts), hist.append)
+    assert hist[1]["epoch_train_neg_elbo"] < hist[0]["epoch_train_neg_elbo"]
+    assert hist[1]["epoch_val_neg_elbo"] < hist[0]["epoch_val_neg_elbo"]
     assert res["test_iw_nll"] <= res["test_iw_neg_elbo"]

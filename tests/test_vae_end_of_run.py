@@ -33,7 +33,7 @@ def trained():
     original = vae.write_artifacts
     vae.write_artifacts = keep
     try:
-        vae.fit(cfg, train, test, artifact_dir="unused")
+        vae.fit(cfg, train, test[:64], test, artifact_dir="unused")
     finally:
         vae.write_artifacts = original
     return captured["model"].eval(), cfg, torch.from_numpy(test)
@@ -75,11 +75,11 @@ def test_the_subset_is_what_gets_decoded_k_times(trained) -> None:
 def test_fit_reports_k_the_images_used_and_the_standard_error() -> None:
     cfg = VAEConfig(image_size=S, latent_dim=4, hidden=(32,), batch_size=64, epochs=1, iw_samples=8, iw_images=20,
                     device="cpu")
-    res = vae.fit(cfg, _images(300, 2), _images(50, 3))
+    res = vae.fit(cfg, _images(300, 2), _images(20, 4), _images(50, 3))
     assert res["iw_samples"] == 8 and res["iw_images"] == 20 and res["n_test"] == 50
     assert res["test_iw_nll_se"] > 0 and res["iw_time_s"] > 0
     assert res["test_iw_nll"] <= res["test_iw_neg_elbo"]
-    every = vae.fit(VAEConfig(**{**cfg.__dict__, "iw_images": 0}), _images(300, 2), _images(50, 3))
+    every = vae.fit(VAEConfig(**{**cfg.__dict__, "iw_images": 0}), _images(300, 2), _images(20, 4), _images(50, 3))
     assert every["iw_images"] == 50 and every["test_iw_nll_se"] == 0.0
 
 

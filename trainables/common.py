@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import json
 import math
 import os
@@ -18,6 +19,19 @@ C = TypeVar("C")
 SUMMARY, CONFUSION, PREDICTIONS, IMAGES, MODEL = (
     "summary.json", "confusion.json", "predictions.json", "images.npz", "model.pt")
 Report = Callable[[dict], None]
+
+# Metric names both trainables report each epoch. A plain name (val_acc, test_neg_elbo, ...) is the number of the
+# weights the run is scored by: each model's at its best validation epoch so far (`BestEpochs`), so a run's final
+# value is what its report and the study use. The epoch's own value, the learning curve, is `curve(name)`.
+CURVE_PREFIX = "epoch_"
+BEST_EPOCH = "best_epoch"            # the epoch whose weights are scored (mean over the main models for covid)
+EARLY_STOPPED = "stopped_by_patience"  # 1.0 in the last report of a run patience stopped: complete, not pruned
+EVAL_TIME, END_TIME = "eval_time_s", "end_time_s"  # an epoch's evaluation; the end of run (summary.json)
+
+
+def curve(name: str) -> str:
+    """The per-epoch (learning-curve) name of a metric: `epoch_val_acc` beside the scored `val_acc`."""
+    return CURVE_PREFIX + name
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -135,6 +149,45 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     # Allocations from 64 MiB up come from mmap, and up to 256 MiB of freed heap stays in the process.
     return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+
+
+@dataclass
+class BestEpochs:
+    """Each of K models' best validation epoch so far: one mechanism for both trainables, deciding which weights
+    are scored (test numbers, map, confusion matrix, images, model.pt) and when a run stops early.
+
+    A model improves when its validation value beats its best by more than `min_delta`; ties keep the earlier,
+    simpler epoch. With `patience` > 0 a run stops once no model has improved for `patience` epochs (0: never),
+    since later epochs could then only change weights that are not scored."""
+
+    mode: str                    # "max" | "min"
+    k: int = 1
+    patience: int = 0
+    min_delta: float = 0.0
+    best: np.ndarray = field(default=None)   # type: ignore[assignment]
+    epoch: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.best is None:
+            self.best = np.full(self.k, -math.inf if self.mode == "max" else math.inf)
+        if self.epoch is None:
+            self.epoch = np.zeros(self.k, dtype=np.int64)
+        self.best, self.epoch = np.asarray(self.best, dtype=float), np.asarray(self.epoch, dtype=np.int64)
+
+    def update(self, epoch: int, values: Any) -> np.ndarray:
+        """Record epoch's validation values (K,); returns which models improved (their weights are now scored)."""
+        values = np.asarray(values, dtype=float).reshape(self.k)
+        gain = values - self.best if self.mode == "max" else self.best - values
+        improved = np.nan_to_num(gain, nan=-math.inf) > self.min_delta
+        self.best = np.where(improved, values, self.best)
+        self.epoch = np.where(improved, epoch, self.epoch)
+        return improved
+
+    def stop(self, epoch: int) -> bool:
+        return self.patience > 0 and epoch - int(self.epoch.max()) >= self.patience
+
+    def state(self) -> dict[str, list]:
+        return {"best": self.best.tolist(), "epoch": self.epoch.tolist()}
 
 
 def check_finite(epoch: int, **terms: torch.Tensor | float) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from trainables import sequence, vae
-from trainables.common import CONFUSION, IMAGES, MODEL, PREDICTIONS, SUMMARY, flat_config
+from trainables.common import (BEST_EPOCH, CONFUSION, CURVE_PREFIX, EARLY_STOPPED, END_TIME, EVAL_TIME,  # noqa: F401
+                               IMAGES, MODEL, PREDICTIONS, SUMMARY, curve, flat_config)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Trainable:
 TRAINABLES: dict[str, Trainable] = {
     "covid": Trainable("covid", sequence.SequenceConfig, sequence.train, "val_acc", "max",
                        (SUMMARY, CONFUSION, PREDICTIONS, MODEL)),
-    "vae": Trainable("vae", vae.VAEConfig, vae.train, "test_neg_elbo", "min", (SUMMARY, IMAGES, MODEL)),
+    "vae": Trainable("vae", vae.VAEConfig, vae.train, "val_neg_elbo", "min", (SUMMARY, IMAGES, MODEL)),
 }
 
 

@@ -16,8 +16,12 @@ compares the curves). `time_twin=False` trains the main models only and reports 
 under split == "time" the main models are the leakage-free ones and the *_time metrics repeat theirs.
 
 Each epoch reports the mean over seeds of every metric and, with two seeds or more, its spread (`*_std`, sample
-standard deviation): train/val/test loss and accuracy, and the same with `_time` for the twins. A study chooses on
-`val_acc`; test numbers are reported, never used to choose.
+standard deviation): train/val/test loss and accuracy, and the same with `_time` for the twins. The plain names
+are each model's numbers at its best validation epoch so far (`common.BestEpochs`: the weights that are scored);
+the epoch's own values, the learning curves, are `epoch_<name>`. `*_acc_ens` is the accuracy of the seed ensemble
+(the mean of the S models' P(increase), each model at its best epoch). With `patience` the run stops once no model
+has improved for that many epochs. A study chooses on `val_acc`; test numbers are reported, never used to choose;
+the end of run (confusion matrix, map, model.pt) uses the best-epoch weights.
 
 Speed: every window lives on the training device for the whole run, time-major (T, N, F); a batch is an index
 gather of per-model permutations; losses and correct counts accumulate on the device and are read once per epoch.
@@ -34,9 +38,9 @@ from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
-    CONFUSION, NESTED, PREDICTIONS, SUMMARY, Report, check_config_values, check_finite, config_from_dict,
-    flat_config, load_checkpoint, rng_state, save_checkpoint, save_model, seed_everything, set_rng_state,
-    start_fit, write_json,
+    BEST_EPOCH, CONFUSION, EARLY_STOPPED, END_TIME, EVAL_TIME, NESTED, PREDICTIONS, SUMMARY, BestEpochs, Report,
+    check_config_values, check_finite, config_from_dict, curve, flat_config, load_checkpoint, rng_state,
+    save_checkpoint, save_model, seed_everything, set_rng_state, start_fit, write_json,
 )
 from trainables.sequence_model import StackedClassifier
 
@@ -52,6 +56,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "hidden_size": (1, 4096), "num_layers": (1, 8), "seq_len": (1, 10_000), "batch_size": (1, 65_536),
     "epochs": (1, 100_000), "seeds": (1, 64), "lr": (1e-8, 10.0), "weight_decay": (0.0, 1.0),
     "num_threads": (0, 1024), "min_partners": (1, 100_000), "seed": (0, 2**31 - 1), "dropout": (0.0, 0.99),
+    "patience": (0, 100_000), "min_delta": (0.0, 1.0),
 }
 CHOICES = {"cell": ("rnn", "lstm", "gru"), "optimizer": ("adam", "sgd"), "device": ("auto", "cpu", "cuda")}
 
@@ -64,7 +69,7 @@ class SequenceConfig:
     cell: str = "gru"                 # rnn | lstm | gru
     hidden_size: int = 64
     num_layers: int = 1
-    dropout: float = 0.0              # between stacked layers (torch semantics); ignored with one layer
+    dropout: float = 0.0              # between stacked layers and on the last hidden state, before the head
     data: CovidDataConfig = field(default_factory=CovidDataConfig, metadata=NESTED)  # its seed seeds models too
     # optimisation
     optimizer: str = "adam"           # adam | sgd (momentum 0.9)
@@ -72,6 +77,8 @@ class SequenceConfig:
     weight_decay: float = 0.0
     batch_size: int = 64
     epochs: int = 20
+    patience: int = 0                 # stop when no model's val_acc has improved for this many epochs; 0: never
+    min_delta: float = 0.0            # an improvement is more than this (accuracy, 0..1)
     seeds: int = 3                    # S: models per split, seeds data.seed .. data.seed+S-1
     device: str = "auto"              # auto | cpu | cuda
     num_threads: int = 0              # torch CPU threads for this trial; 0 leaves the setting alone
@@ -89,7 +96,7 @@ class SequenceConfig:
 
 
 # Keys that may change between a checkpoint and its resumption without changing the curve.
-RESUMABLE_CHANGES = {"epochs", "device", "num_threads", "data_dir"}
+RESUMABLE_CHANGES = {"epochs", "device", "num_threads", "data_dir", "patience", "min_delta"}
 
 
 # ----------------------------------------------------------------------------------------------- groups of models
@@ -170,16 +177,24 @@ def _logits(model: StackedClassifier, x: torch.Tensor, idx: torch.Tensor) -> tor
     return torch.cat([model(_windows(x, idx[:, i:i + chunk])) for i in range(0, idx.shape[1], chunk)], dim=1)
 
 
-def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, part: str) -> tuple[torch.Tensor, ...]:
+    """Per model on its windows of `part`: summed loss, correct count, and P(increase) per window (K, n)."""
     idx = stack.parts[part]
     logits, yy = _logits(stack.model, x, idx), y[idx]
     loss = F.cross_entropy(logits.flatten(0, 1), yy.flatten(), reduction="none").view_as(yy).sum(1)
-    return loss, (logits.argmax(-1) == yy).sum(1)
+    return loss, (logits.argmax(-1) == yy).sum(1), torch.softmax(logits, -1)[..., 1]
 
 
-def metric_name(part: str, what: str, time_split: bool = False, std: bool = False) -> str:
-    """val_acc, test_acc_std, test_acc_time, test_acc_time_std: part, what, the time split's models, the spread."""
-    return f"{part}_{what}" + ("_time" if time_split else "") + ("_std" if std else "")
+def metric_name(part: str, what: str, time_split: bool = False, std: bool = False, ens: bool = False) -> str:
+    """val_acc, test_acc_std, test_acc_time, test_acc_time_std, test_acc_time_ens: part, what, the time split's
+    models, the spread over seeds, the seed ensemble."""
+    return f"{part}_{what}" + ("_time" if time_split else "") + ("_std" if std else "") + ("_ens" if ens else "")
+
+
+def _names(name: str, split: str) -> list[bool]:
+    """Which metric families a group's numbers fill: under the time split the main models are the leakage-free
+    ones, so their numbers are the *_time ones too."""
+    return [False, True] if split == "time" else [name == "time"]
 
 
 def _aggregate(per_model: dict[tuple[str, str], np.ndarray], group: list[str], split: str) -> dict[str, float]:
@@ -188,8 +203,7 @@ def _aggregate(per_model: dict[tuple[str, str], np.ndarray], group: list[str], s
     groups = np.asarray(group)
     for name in ("main", "time"):
         mask = groups == name
-        # Under the time split the main models are the leakage-free ones: their numbers are the *_time ones too.
-        for time_split in ([False, True] if split == "time" else [name == "time"]) if mask.any() else []:
+        for time_split in _names(name, split) if mask.any() else []:
             for (part, what), values in per_model.items():
                 v = values[mask]
                 out[metric_name(part, what, time_split)] = float(v.mean())
@@ -198,16 +212,43 @@ def _aggregate(per_model: dict[tuple[str, str], np.ndarray], group: list[str], s
     return out
 
 
+def _ensembles(stacks: list[Stack], probs: list[dict[str, torch.Tensor]], y: torch.Tensor,
+               split: str) -> dict[str, float]:
+    """Accuracy of each group's seed ensemble: the mean of its S models' P(increase) per window, > 0.5 = increase
+    (a tie answers "no increase", as argmax does for one model). Models of one group share their windows."""
+    out: dict[str, float] = {}
+    for stack, p in zip(stacks, probs):
+        for name in dict.fromkeys(stack.group):
+            rows = [k for k, g in enumerate(stack.group) if g == name]
+            for part in PARTS[1:]:
+                truth = y[stack.parts[part][rows[0]]]
+                acc = float(((p[part][rows].mean(0) > 0.5).long() == truth).double().mean())
+                for time_split in _names(name, split):
+                    out[metric_name(part, "acc", time_split, ens=True)] = acc
+    return out
+
+
+def _take(best: torch.Tensor, now: torch.Tensor, improved: torch.Tensor) -> None:
+    """best[k] = now[k] for each improved model k (tensors with a leading K dim: stacked weights, probabilities)."""
+    best[improved] = now[improved].detach()
+
+
 def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *, checkpoint_dir=None,
         resume_from=None, artifact_dir=None) -> dict:
     """Train K = S (x2 with the twin) models on in-memory windows; report each epoch; return the last metrics plus
-    the end-of-run results (per-model final numbers included)."""
+    the end-of-run results (per-model numbers included), all from each model's best validation epoch."""
     device = start_fit(cfg)
     seed_everything(cfg.data.seed)  # dropout masks; shuffling and initial weights have a generator per model
     x = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x, dtype=np.float32).transpose(1, 0, 2))).to(device)
     y = torch.as_tensor(np.asarray(data.y)).long().to(device)
     stacks = build_stacks(cfg, data, device)
     group = [g for s in stacks for g in s.group]
+    k_all = len(group)
+    tracker = BestEpochs("max", k_all, cfg.patience, cfg.min_delta)
+    # What each model is scored by, updated when it improves: its weights, its numbers, its val/test P(increase).
+    best_weights = [{n: t.detach().clone() for n, t in s.model.state_dict().items()} for s in stacks]
+    best_probs = [{p: torch.zeros(s.parts[p].shape, device=device) for p in PARTS[1:]} for s in stacks]
+    scored: dict[tuple[str, str], np.ndarray] = {}
 
     start, metrics = 1, {}
     if resume_from is not None:
@@ -216,41 +257,71 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
         changed = sorted(k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and now.get(k) != v)
         if changed:
             raise ValueError(f"{resume_from}: checkpoint was written with different {', '.join(changed)}")
-        for stack, saved in zip(stacks, state["stacks"]):
+        for i, (stack, saved) in enumerate(zip(stacks, state["stacks"])):
             stack.model.load_state_dict(saved["model"])
             stack.optimizer.load_state_dict(saved["optimizer"])
             for gen, gen_state in zip(stack.shuffles, saved["shuffles"]):
                 gen.set_state(gen_state)
+            best_weights[i] = {n: t.to(device) for n, t in saved["best_weights"].items()}
+            best_probs[i] = {p: t.to(device) for p, t in saved["best_probs"].items()}
+        tracker = BestEpochs("max", k_all, cfg.patience, cfg.min_delta, **state["best"])
+        scored = {tuple(k.split("/")): np.asarray(v) for k, v in state["scored"].items()}
         set_rng_state(state["rng"], torch.Generator())
         start, metrics = state["epoch"] + 1, state["metrics"]
 
     sizes = {part: torch.tensor([s.parts[part].shape[1] for s in stacks for _ in s.seeds], dtype=torch.float64)
              for part in PARTS}
-    per_model: dict[tuple[str, str], np.ndarray] = {}
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         sums = {f"{part}_{what}": [] for part in PARTS for what in ("loss", "correct")}
-        for stack in stacks:
-            results = [_train_epoch(stack, x, y, cfg.batch_size)] + [_evaluate(stack, x, y, p) for p in PARTS[1:]]
-            for part, (loss, correct) in zip(PARTS, results):
+        trained = [_train_epoch(stack, x, y, cfg.batch_size) for stack in stacks]
+        t1 = time.perf_counter()
+        probs = []
+        for stack, train_sums in zip(stacks, trained):
+            results = [train_sums] + [_evaluate(stack, x, y, p) for p in PARTS[1:]]
+            for part, (loss, correct, *_) in zip(PARTS, results):
                 sums[f"{part}_loss"].append(loss)
                 sums[f"{part}_correct"].append(correct)
+            probs.append({p: r[2] for p, r in zip(PARTS[1:], results[1:])})
         flat = torch.stack([torch.cat(v).double() for v in sums.values()]).cpu()  # the one host sync of the epoch
         named = dict(zip(sums, flat))
         check_finite(epoch, **{f"{part}_loss": float(named[f"{part}_loss"].sum()) for part in PARTS})
         per_model = {(part, what): (named[f"{part}_{key}"] / sizes[part]).numpy()
                      for part in PARTS for what, key in (("loss", "loss"), ("acc", "correct"))}
-        metrics = {"epoch": epoch, **_aggregate(per_model, group, data.split),
-                   "epoch_time_s": time.perf_counter() - t0}
+        improved = tracker.update(epoch, per_model[("val", "acc")])
+        scored = {key: np.where(improved, now, scored.get(key, now)) for key, now in per_model.items()}
+        offset = 0
+        for i, stack in enumerate(stacks):
+            mask = torch.as_tensor(improved[offset:offset + len(stack.seeds)], device=device)
+            offset += len(stack.seeds)
+            for name, weight in stack.model.state_dict().items():
+                _take(best_weights[i][name], weight, mask)
+            for part in PARTS[1:]:
+                _take(best_probs[i][part], probs[i][part], mask)
+        main = np.asarray(group) == "main"
+        metrics = {"epoch": epoch, **_aggregate(scored, group, data.split), **_ensembles(stacks, best_probs, y, data.split),
+                   BEST_EPOCH: float(tracker.epoch[main].mean()),
+                   **{curve(k): v for k, v in _aggregate(per_model, group, data.split).items()},
+                   "epoch_time_s": t1 - t0, EVAL_TIME: time.perf_counter() - t1}
+        stop = tracker.stop(epoch)
+        if stop:
+            metrics[EARLY_STOPPED] = 1.0
         if checkpoint_dir is not None:
             save_checkpoint(
                 checkpoint_dir, epoch=epoch, metrics=metrics, config=flat_config(cfg), rng=rng_state(torch.Generator()),
+                best=tracker.state(), scored={"/".join(k): v.tolist() for k, v in scored.items()},
                 stacks=[{"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                         "shuffles": [g.get_state() for g in s.shuffles]} for s in stacks])
+                         "shuffles": [g.get_state() for g in s.shuffles], "best_weights": best_weights[i],
+                         "best_probs": best_probs[i]} for i, s in enumerate(stacks)])
         if report is not None:
             report(dict(metrics))
+        if stop:
+            break
 
-    return _finish(cfg, data, stacks, x, y, metrics, per_model, artifact_dir)
+    t0 = time.perf_counter()
+    for stack, weights in zip(stacks, best_weights):
+        stack.model.load_state_dict(weights)  # the end of run scores each model at its best validation epoch
+    return _finish(cfg, data, stacks, x, y, metrics, scored, tracker, artifact_dir, t0)
 
 
 # ----------------------------------------------------------------------------------------------- end of run
@@ -261,7 +332,7 @@ def _train_majority_accuracy(y: np.ndarray, split: Any) -> float:
 
 @torch.no_grad()
 def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, metrics: dict,
-            per_model: dict[tuple[str, str], np.ndarray], artifact_dir) -> dict:
+            per_model: dict[tuple[str, str], np.ndarray], tracker: BestEpochs, artifact_dir, t0: float) -> dict:
     """Confusion matrix (summed over the main models) on the test part, P(increase) per country on the next
     unlabelled day (mean and spread over the main models), which models only ever predict one class, artefacts."""
     confusion = torch.zeros(2, 2, dtype=torch.long)
@@ -287,7 +358,7 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
                         "p_increase_std": float(p[:, i].std()) if len(p) > 1 else 0.0}
                  for i, (name, iso) in enumerate(zip(data.latest_countries, data.latest_iso2))}
     y_np, main_split = np.asarray(data.y), data.splits[data.split]
-    models = [{"seed": s, "split": data.split if g == "main" else "time",
+    models = [{"seed": s, "split": data.split if g == "main" else "time", BEST_EPOCH: int(tracker.epoch[i]),
                **{metric_name(*k): float(v[i]) for k, v in per_model.items()}}
               for i, (g, s) in enumerate((g, s) for st in stacks for g, s in zip(st.group, st.seeds))]
     result = {
@@ -304,10 +375,12 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
         "n_countries_c": len(data.countries_c), "countries_c": list(data.countries_c), "data_hash": data.data_hash,
     }
     if artifact_dir is not None:
-        write_json(artifact_dir, SUMMARY, result)
         write_json(artifact_dir, CONFUSION, result["confusion"])
         write_json(artifact_dir, PREDICTIONS, {"date": data.prediction_date, "countries": countries})
         save_model(artifact_dir, cfg, stacks[0].model)
+    result[END_TIME] = time.perf_counter() - t0  # the best weights back, scoring them, the artefacts
+    if artifact_dir is not None:
+        write_json(artifact_dir, SUMMARY, result)
     return result
 
 

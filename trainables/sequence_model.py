@@ -52,6 +52,8 @@ class StackedClassifier(nn.Module):
                 h = F.dropout(h, self.dropout, training=True)
             weights = [getattr(self, f"{name}_l{layer}") for name in RNN_PARAMS]
             h = stacked_layer(self.cell, h, *weights, last_only=layer == self.num_layers - 1)
+        if self.dropout > 0 and self.training:  # also with one layer, where torch's RNN dropout does nothing
+            h = F.dropout(h, self.dropout, training=True)
         return torch.baddbmm(self.head_bias.unsqueeze(1), h, self.head_weight.transpose(1, 2))
 
     def torch_state(self, k: int) -> dict[str, torch.Tensor]:
@@ -64,7 +66,7 @@ class StackedClassifier(nn.Module):
         per_model = sum(p[0].numel() for p in self.parameters())
         lines = [f"{len(self.seeds)} x {self.cell.upper()}(input {self.input_size}, hidden {self.hidden_size}, "
                  f"{self.num_layers} layer{'s' if self.num_layers > 1 else ''}"
-                 + (f", dropout {self.dropout} between layers" if self.num_layers > 1 and self.dropout else "")
+                 + (f", dropout {self.dropout} between layers and before the head" if self.dropout else "")
                  + ") -> last hidden state -> Linear(hidden, 2)"]
         lines += [f"{name}: {tuple(p.shape[1:])} per model" for name, p in self.named_parameters()]
         lines.append(f"{per_model:,} parameters per model")

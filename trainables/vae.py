@@ -14,7 +14,10 @@ Conventions (every number is per image unless it says per dim):
   log-sigma per model (``learn_sigma``; ``sigma`` is then its start). It is a density on [0,1]^D; bits/dim
   move it to the 8-bit scale: ``bits_per_dim = (neg_elbo + D*ln 256) / (D*ln 2)``, D = 3*S*S (the usual
   discretisation offset; without dequantisation noise it is an approximation, not a strict bound).
-- ``test_*`` metrics use a fixed noise generator (seed+1) each epoch, so epochs differ by the model only.
+- Faces split train / validation / test (``val_frac``, ``test_frac``, seeded). ``val_*`` and ``test_*`` use a fixed
+  noise generator (seed+1), so epochs differ by the model only. Validation picks each run's best epoch (its own
+  loss, ``val_loss``) and a study's best trial (``val_neg_elbo``, KL weight 1); the test images are scored once,
+  with the best epoch's weights.
 - End of run: ``test_iw_nll`` = the test set's mean -log p(x), estimated by importance weighting with k =
   ``iw_samples`` samples of q(z|x), beside ``test_iw_neg_elbo`` (the single-sample ELBO averaged over the same k
   samples, MC KL); ``test_iw_nll <= test_iw_neg_elbo`` always (Jensen). Decoding every test image k times cost
@@ -28,15 +31,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from trainables import vae_models
-from trainables.common import (IMAGES, SUMMARY, Report, check_config_values, check_finite, config_from_dict,
-                               flat_config, load_checkpoint, load_safely, rng_state, save_checkpoint, save_model,
-                               seed_everything, set_rng_state, start_fit, write_json)
+from trainables.common import (BEST_EPOCH, EARLY_STOPPED, END_TIME, EVAL_TIME, IMAGES, SUMMARY, BestEpochs, Report,
+                               check_config_values, check_finite, config_from_dict, curve, flat_config,
+                               load_checkpoint, load_safely, rng_state, save_checkpoint, save_model, seed_everything,
+                               set_rng_state, start_fit, write_json)
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
 
@@ -46,7 +51,7 @@ VAE_LIMITS: dict[str, tuple[float, float]] = {
     "image_size": (4, 512), "latent_dim": (1, 4096), "sigma": (1e-6, 10.0), "kl_weight": (0.0, 1e6),
     "lr": (1e-8, 1.0), "batch_size": (1, 65_536), "epochs": (0, 100_000), "seed": (0, 2**31 - 1),
     "max_images": (1, 100_000_000), "num_threads": (0, 1024), "iw_samples": (0, 100_000),
-    "iw_images": (0, 100_000_000), "hidden": (1, 65_536),
+    "iw_images": (0, 100_000_000), "hidden": (1, 65_536), "patience": (0, 100_000), "min_delta": (0.0, 1e9),
 }
 VAE_CHOICES = {"likelihood": ("bernoulli", "gaussian"), "optimizer": ("adam", "adamw", "sgd"),
                "device": ("auto", "cpu", "cuda")}
@@ -67,11 +72,14 @@ class VAEConfig:
     lr: float = 1e-3
     batch_size: int = 128
     epochs: int = 10
-    seed: int = 0                     # weights, shuffling, noise and the train/test split
+    patience: int = 0                 # stop when val_loss has not improved for this many epochs; 0: never
+    min_delta: float = 0.0            # an improvement is more than this (nats per image)
+    seed: int = 0                     # weights, shuffling, noise and the train/validation/test split
     device: str = "auto"              # auto | cpu | cuda
     data_dir: str | None = None       # None: $STUDY_DATA_DIR, else the per-user cache (data.location)
     max_images: int | None = None     # None: every face the loader finds (20,963 in the shared zip)
-    test_frac: float = 0.1
+    test_frac: float = 0.1            # held out for the test numbers (the same images at any val_frac)
+    val_frac: float = 0.05            # taken from the rest for validation: what chooses and stops
     num_threads: int = 0              # torch CPU threads; 0 = leave as is
     iw_samples: int = 64              # k of the end-of-run importance-weighted estimate; 0 = skip
     iw_images: int = 128              # test images decoded k times for it (a random subset); 0 = all
@@ -89,6 +97,8 @@ class VAEConfig:
         check_config_values(self, VAE_LIMITS, {"arch": tuple(vae_models.ARCHS), **VAE_CHOICES})
         if not 0 < self.test_frac < 1:
             raise ValueError(f"test_frac={self.test_frac!r}: must be in (0, 1)")
+        if not 0 < self.val_frac < 1 - self.test_frac:
+            raise ValueError(f"val_frac={self.val_frac!r}: must be in (0, 1 - test_frac)")
 
     from_dict = classmethod(config_from_dict)
 
@@ -225,28 +235,39 @@ def importance_weighted(model: VAE, images: torch.Tensor, cfg: VAEConfig, k: int
             "test_iw_nll_se": se, "iw_images": m}
 
 
-def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, report: Report | None = None, *,
-        checkpoint_dir=None, resume_from=None, artifact_dir=None, info: dict | None = None) -> dict:
-    """Train on uint8 (N,3,S,S) arrays; report each epoch; return the last metrics + end-of-run results (+ info)."""
+def fit(cfg: VAEConfig, train_images: np.ndarray, val_images: np.ndarray, test_images: np.ndarray,
+        report: Report | None = None, *, checkpoint_dir=None, resume_from=None, artifact_dir=None,
+        info: dict | None = None) -> dict:
+    """Train on uint8 (N,3,S,S) arrays; report each epoch; return the last metrics + end-of-run results (+ info).
+
+    Each epoch reports the training and validation numbers (`epoch_*`: the curves) and `val_*` of the best
+    validation epoch so far (`common.BestEpochs`): the epoch of the lowest `val_loss`, the run's own loss
+    (recon + kl_weight * KL) on the validation images, so a KL x0 run is an autoencoder trained until its
+    reconstructions stop improving. The test images are scored once, with the best epoch's weights, in the last
+    report (the last epoch, or where `patience` stopped the run)."""
     device = start_fit(cfg)
     gen = seed_everything(cfg.seed)
-    train_x, test_x = _resident(train_images, cfg, device), _resident(test_images, cfg, device)
+    train_x, val_x, test_x = (_resident(a, cfg, device) for a in (train_images, val_images, test_images))
     model = vae_models.build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden,
                                  cfg.likelihood == "gaussian" and cfg.learn_sigma, cfg.sigma).to(device)
-    fast = fast_path(cfg.arch, device)  # bf16 autocast + channels_last for the conv nets on a GPU
-    if fast:
+    fast = fast_path(cfg.arch, device)  # bf16 autocast for the conv nets (GPU, bf16 CPU); channels_last on a GPU
+    if fast and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
     else:
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         opt = cls(model.parameters(), lr=cfg.lr, fused=True if device.type == "cuda" else None)
-    first, metrics = 1, {}
+    tracker = BestEpochs("min", 1, cfg.patience, cfg.min_delta)
+    best_weights = _copy(model)
+    first, metrics, scored = 1, {}, {}
     if resume_from is not None:
         state = load_checkpoint(resume_from)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], gen)
+        best_weights, scored = state["best_weights"], state["scored"]
+        tracker = BestEpochs("min", 1, cfg.patience, cfg.min_delta, **state["best"])
         first, metrics = state["epoch"] + 1, state["metrics"]
     n = train_x.shape[0]
     for epoch in range(first, cfg.epochs + 1):
@@ -257,33 +278,59 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, test_images: np.ndarray, repor
         # Name the term that broke first (the encoder runs before the decoder, so kl wins a tie).
         terms = sorted([(out[4], 0, "kl", kl), (out[3], 1, "recon", recon)])
         check_finite(epoch, **{name: value for _, _, name, value in terms})
-        test = evaluate(model, test_x, cfg, fast)
-        check_finite(epoch, test_kl=test["kl"], test_recon=test["recon"])
+        val = _numbers("val", evaluate(model, val_x, cfg, fast), cfg)
+        check_finite(epoch, val_kl=val["val_kl"], val_recon=val["val_recon"])
+        val["val_loss"] = val["val_recon"] + cfg.kl_weight * val["val_kl"]
+        if tracker.update(epoch, [val["val_loss"]])[0]:
+            best_weights, scored = _copy(model), val
         metrics = {
-            "epoch": epoch, "epoch_time_s": train_time, "eval_time_s": time.perf_counter() - t0 - train_time,
-            "train_loss": loss, "train_neg_elbo": recon + kl, "train_recon": recon, "train_kl": kl,
-            "train_bits_per_dim": bits_per_dim(recon + kl, cfg),
-            "test_neg_elbo": test["neg_elbo"], "test_bits_per_dim": bits_per_dim(test["neg_elbo"], cfg),
-            "test_recon": test["recon"], "test_kl": test["kl"],
+            "epoch": epoch, "epoch_time_s": train_time, BEST_EPOCH: int(tracker.epoch[0]), **scored,
+            **{curve(k): v for k, v in _numbers("train", {"recon": recon, "kl": kl, "neg_elbo": recon + kl}, cfg).items()},
+            curve("train_loss"): loss, **{curve(k): v for k, v in val.items()},
         }
         if model.log_sigma is not None:
-            metrics["sigma"] = float(model.log_sigma.detach().exp())
+            metrics[curve("sigma")] = float(model.log_sigma.detach().exp())
+        stop = tracker.stop(epoch)
+        if stop:
+            metrics[EARLY_STOPPED] = 1.0
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch,
-                            rng=rng_state(gen), metrics=metrics, config=flat_config(cfg))
+                            rng=rng_state(gen), metrics=metrics, config=flat_config(cfg), best=tracker.state(),
+                            best_weights=best_weights, scored=scored)
+        if stop or epoch == cfg.epochs:  # the last report: the test images, scored once with the best weights
+            model.load_state_dict(best_weights)
+            metrics.update(_numbers("test", evaluate(model, test_x, cfg, fast), cfg))
+        metrics[EVAL_TIME] = time.perf_counter() - t0 - train_time
         if report is not None:
             report(dict(metrics))
+        if stop:
+            break
+    t0 = time.perf_counter()
+    model.load_state_dict(best_weights)
     result = dict(metrics)
+    if "test_neg_elbo" not in result:  # no epoch ran here (epochs=0, or resumed after the last one)
+        result.update(_numbers("test", evaluate(model, test_x, cfg, fast), cfg))
     if cfg.iw_samples > 0:
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         result["iw_samples"] = cfg.iw_samples
         result.update(importance_weighted(model, test_x, cfg, cfg.iw_samples, fast, cfg.iw_images))
-        result["iw_time_s"] = time.perf_counter() - t0
-    result.update(n_train=n, n_test=int(test_x.shape[0]), n_params=sum(p.numel() for p in model.parameters()))
+        result["iw_time_s"] = time.perf_counter() - t1
+    result.update(n_train=n, n_val=int(val_x.shape[0]), n_test=int(test_x.shape[0]),
+                  n_params=sum(p.numel() for p in model.parameters()))
     result.update(info or {})
     if artifact_dir is not None:
-        write_artifacts(artifact_dir, model, cfg, result, test_images)
+        write_artifacts(artifact_dir, model, cfg, result, test_images, elapsed=lambda: time.perf_counter() - t0)
     return result
+
+
+def _copy(model: VAE) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _numbers(part: str, terms: dict[str, float], cfg: VAEConfig) -> dict[str, float]:
+    """recon, kl, neg_elbo (KL weight 1) and bits/dim of one part, named `<part>_<what>`."""
+    return {f"{part}_neg_elbo": terms["neg_elbo"], f"{part}_bits_per_dim": bits_per_dim(terms["neg_elbo"], cfg),
+            f"{part}_recon": terms["recon"], f"{part}_kl": terms["kl"]}
 
 
 def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
@@ -292,7 +339,7 @@ def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, re
 
     `data` is a FaceSet the caller already loaded (a study sends one through Ray's object store instead of
     every trial reading the cache); it is used when its image size matches the config."""
-    from data.faces import load_faces, split_indices
+    from data.faces import load_faces, split_three
     from data.location import faces_source, resolve_data_dir
 
     cfg = VAEConfig.from_dict(config)
@@ -301,8 +348,8 @@ def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, re
         faces = load_faces(faces_source(resolve_data_dir(cfg.data_dir)), size=cfg.image_size,
                            resample=cfg.resample, progress=False, max_images=cfg.max_images)
     images = faces.images if cfg.max_images is None else faces.images[: cfg.max_images]
-    train_idx, test_idx = split_indices(len(images), test_frac=cfg.test_frac, seed=cfg.seed)
-    return fit(cfg, images[train_idx], images[test_idx], report, checkpoint_dir=checkpoint_dir,
+    train_idx, val_idx, test_idx = split_three(len(images), cfg.val_frac, cfg.test_frac, cfg.seed)
+    return fit(cfg, images[train_idx], images[val_idx], images[test_idx], report, checkpoint_dir=checkpoint_dir,
                resume_from=resume_from, artifact_dir=artifact_dir, info={"data_hash": faces.source_hash})
 
 
@@ -333,7 +380,7 @@ def _png(images: np.ndarray, ncol: int, path: Path, tile: int = 64) -> None:
 
 
 def write_artifacts(folder, model: VAE, cfg: VAEConfig, summary: dict, test_images: np.ndarray,
-                    n: int = 16, steps: int = 8) -> None:
+                    elapsed: Callable[[], float] | None = None, n: int = 16, steps: int = 8) -> None:
     """summary.json, images.npz (real, recon, samples, interp), model.pt, and PNG grids of the three."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -348,4 +395,6 @@ def write_artifacts(folder, model: VAE, cfg: VAEConfig, summary: dict, test_imag
     _png(pairs, 8, folder / "reconstructions.png")
     _png(images["samples"], 8, folder / "samples.png")
     _png(images["interp"], len(images["interp"]), folder / "interpolation.png")
+    if elapsed is not None:
+        summary[END_TIME] = elapsed()  # the end of run: best weights back, test, IWAE, these artefacts
     write_json(folder, SUMMARY, summary)

@@ -194,7 +194,7 @@ def bench_study(run: BenchRun) -> dict:
     plain = plain_side(plain_epochs, torch.get_num_threads())
 
     # (b) the project's runner: Ray Tune trials at 1 CPU each, MLflow tracking, checkpoints every epoch.
-    ours = runner_side(part, run, "bench-study", lambda r: r["epoch_time_s"])
+    ours = runner_side(part, run, "bench-study", lambda r: r["epoch_time_s"] + r["eval_time_s"])
     return study_row("study", what, plain, ours)
 
 
