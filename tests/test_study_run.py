@@ -128,7 +128,8 @@ def test_failing_trial_is_failed_and_study_goes_on(real_data_dir, tmp_path):
 def test_interrupted_study_resumes_without_duplicates(real_data_dir, tmp_path):
     study_dir = tmp_path / "kill"
     args = ["run", "covid", "--preset", "smoke", "--storage", str(tmp_path), "--name", "kill",
-            "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3", "--scheduler", "none"]
+            "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3", "--scheduler", "none",
+            "--set", "patience=0"]  # every trial runs its 3 epochs
     # wait until two trials finished, then interrupt the driver
     code, out = interrupt_when(args, study_dir, tmp_path / "run.log",
                                lambda client, children: sum(r.info.status == "FINISHED" for r in children) >= 2)
@@ -163,7 +164,8 @@ def test_ctrl_c_while_every_trial_runs_is_an_interruption(real_data_dir, tmp_pat
     fixed = json.dumps([{"cell": "gru", "seq_len": 5, "hidden_size": 8, "num_layers": 1, "lr": 0.01,
                          "norm": "log1p", "features": "counts"}])
     args = ["run", "covid", "--preset", "search", "--num-samples", "0", "--fixed", fixed, "--epochs", "40",
-            "--set", "seeds=1", "--storage", str(tmp_path), "--name", "all-running", "--scheduler", "none"]
+            "--set", "seeds=1", "--set", "patience=0", "--storage", str(tmp_path), "--name", "all-running",
+            "--scheduler", "none"]
     # wait until the only trial has reported an epoch, then interrupt
     code, out = interrupt_when(args, study_dir, tmp_path / "run.log", lambda client, children: bool(
         children and client.get_metric_history(children[0].info.run_id, "val_acc")))
