@@ -147,7 +147,7 @@ def test_choices_are_on_validation_and_test_is_scored_once(smoke):
     for run in runs:
         steps, _ = run.history["val_neg_elbo"]
         test_steps = run.history.get("test_neg_elbo", ([],))[0]
-        assert list(test_steps) == ([steps[-1]] if run.tags.get("study.stopped") is None else []), run.name
+        assert list(test_steps) == ([steps[-1]] if run.tags.get(STOPPED_TAG) is None else []), run.name
     complete = [t for t in vae.trials if t.state.name == "COMPLETE"]
     by_trial = {r.tags.get("ray.trial_id"): r for r in runs}
     for t in complete:
