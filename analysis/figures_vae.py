@@ -84,7 +84,7 @@ def fig_vae_elbo(results: StudyResults, out_dir):
         _log_if_wide(ax, seen if unit.startswith("nats") else np.asarray(seen) / d_ln2)
         ax.legend(fontsize=8)
     fig.suptitle("VAE learning curves: negative ELBO (true ELBO, KL weight 1, whatever the training weight); "
-                 "dot: the epoch scored")
+                 "dot: the epoch scored, x: stopped by patience")
     fig.tight_layout()
     return save(fig, out_dir, "vae_elbo.png")
 
