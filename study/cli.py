@@ -1,7 +1,7 @@
-"""The one command line: `study data|run|resume|report|bench`.
+"""The one command line: `study data|run|resume|preset|trainables|show|export|report|bench`.
 
 Heavy imports (torch, ray, mlflow) happen inside the subcommand handlers so `study --help` and argument
-errors answer at once.
+errors answer at once (tests/test_plugins.py checks that torch and ray stay out).
 """
 from __future__ import annotations
 
@@ -81,8 +81,8 @@ def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands that live in their own modules (run/resume, preset, show/export, report, bench)."""
     found = []
     for module, attr in (("study.cmd_run", "register"), ("study.cmd_preset", "register"),
-                         ("study.cmd_show", "register"), ("study.cmd_report", "register"),
-                         ("study.bench.cli", "register")):
+                         ("study.cmd_trainables", "register"), ("study.cmd_show", "register"),
+                         ("study.cmd_report", "register"), ("study.bench.cli", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as err:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from study.cli import UsageError
 
-from trainables.registry import MLFLOW_DB as DB_FILE, STUDY_STATE as STUDY_FILE
+from trainables.names import MLFLOW_DB as DB_FILE, STUDY_STATE as STUDY_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

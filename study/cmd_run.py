@@ -9,16 +9,16 @@ from pathlib import Path
 
 from study import studyfile
 from study.cli import UsageError
-from trainables.registry import STUDY_STATE
+from trainables.names import STUDY_STATE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a study: Ray Tune trials searched by Optuna, tracked in MLflow")
     run.add_argument("target", metavar="STUDY",
-                     help="a study file (TOML; see `study preset show homework`), or covid, vae or homework: "
-                          "that part of a preset (homework: both)")
+                     help="a study file (TOML; see `study preset show homework`), or a part of a preset "
+                          "(covid, vae; homework: all of them)")
     run.add_argument("--preset", choices=studyfile.preset_names(),
-                     help="with covid, vae or homework: the preset file (default homework)")
+                     help="with a preset's part or homework: the preset file (default homework)")
     run.add_argument("--num-samples", type=int, help="search trials per part on top of the fixed runs")
     run.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -80,8 +80,8 @@ def _fixed_runs(value: str | None, study: studyfile.StudyFile) -> list[dict]:
     if not value:
         return []
     if len(study.parts) != 1:
-        raise checks.FlagError("--fixed needs a study of one trainable: use it with `study run covid`, "
-                               "`study run vae` or a file of one part")
+        raise checks.FlagError("--fixed needs a study of one part: use it with one preset part (`study run "
+                               "covid`) or a file of one part")
     text = value
     if not value.lstrip().startswith("["):  # else a path to a JSON file (a long JSON text is no file name)
         try:
@@ -131,14 +131,15 @@ def _new_study(args: argparse.Namespace) -> int:
 
     _validate(args)
     study, stem = studyfile.resolve(args.target, args.preset)
-    source = f"the {args.preset or 'homework'} preset" if args.target in studyfile.TARGETS else args.target
+    from_preset = studyfile.is_preset_target(args.target)
+    source = f"the {args.preset or studyfile.ALL_PARTS} preset" if from_preset else args.target
     extra_fixed = _fixed_runs(args.fixed, study)
     settings = _settings(args.settings, study, source)
     from study.runner import run_study
     from study.spec import StudySpec, with_overrides
     from study.tracking import default_uri
 
-    preset = (args.preset or "homework") if args.target in studyfile.TARGETS else None
+    preset = (args.preset or studyfile.ALL_PARTS) if from_preset else None
     stamp = time.strftime('%Y%m%d-%H%M%S')
     name = args.name or study.name or (f"{stem}-{preset}-{stamp}" if preset else f"{stem}-{stamp}")
     study_dir = Path(args.storage).resolve() / name
@@ -153,7 +154,7 @@ def _new_study(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         scheduler=args.scheduler, max_failures=args.max_failures, verbose=args.verbose, address=args.address,
         data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
-        settings=settings,
+        settings=settings, plugin_dir=None if from_preset else str(Path(args.target).resolve().parent),
     )
     study = with_overrides(study, spec)
     for part in study.parts:  # --fixed runs named as the user gave them, not as run N of the study
@@ -163,7 +164,7 @@ def _new_study(args: argparse.Namespace) -> int:
             except (ValueError, TypeError) as err:
                 raise checks.FlagError(f"--fixed run {i + 1} {checks.short(run)}: {err}") from None
     # Read back as the folder will hold it: every override meets the same checks as a file's own values.
-    study = studyfile.parse(studyfile.dumps(study), f"{source} with the command line's settings")
+    study = studyfile.parse(studyfile.dumps(study), f"{source} with the command line's settings", spec.plugin_dir)
     code = run_study(spec, study)
     if code == 0 and args.profile:
         from study.profile import print_after_run

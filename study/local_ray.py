@@ -117,7 +117,7 @@ def study_environment(address: str | None):
 
 
 @contextmanager
-def local_ray(num_cpus: int | None = None) -> Iterator[dict[str, float]]:
+def local_ray(num_cpus: int | None = None, runtime_env: dict | None = None) -> Iterator[dict[str, float]]:
     """Start a private local Ray (see the module docstring); yield its resources; always shut it down."""
     global _ray_started
     with local_environment():
@@ -139,7 +139,8 @@ def local_ray(num_cpus: int | None = None) -> Iterator[dict[str, float]]:
                 _ray_started = True
                 clean = False
                 try:
-                    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus)
+                    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus,
+                             runtime_env=runtime_env)
                     _check_loopback(ray)
                     yield ray.cluster_resources()
                     clean = True
@@ -192,7 +193,7 @@ def _shutdown(wait_for_actors: bool, actors_timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def cluster_ray(address: str) -> Iterator[dict[str, float]]:
+def cluster_ray(address: str, runtime_env: dict | None = None) -> Iterator[dict[str, float]]:
     """Join the cluster at `address` with the caller's own auth settings; yield its resources; disconnect."""
     global _ray_started
     import ray
@@ -200,7 +201,7 @@ def cluster_ray(address: str) -> Iterator[dict[str, float]]:
     check_ray_address(address)
     _ray_started = True
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     except ConnectionError as err:
         cause = str(err.__cause__ or err)
         if "auth" in cause.lower() or os.environ.get("RAY_AUTH_MODE", "") != "token":

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from analysis.api import Study
 from analysis.results import RunInfo
 from data.errors import DataError
-from trainables.registry import END_TIME as END, EVAL_TIME as EVAL, SUMMARY, SUMMARY_FILE
+from trainables.names import END_TIME as END, EVAL_TIME as EVAL, SUMMARY, SUMMARY_FILE
 
 # The trainables log these two under their literal names (no constant for them in trainables/).
 TRAIN, IW = "epoch_time_s", "iw_time_s"
@@ -41,7 +41,7 @@ def read_summaries(folder: Path | None) -> dict[str, dict[str, Any]]:
         raise DataError(f"unreadable ({err})", path) from None
     if not isinstance(found, list) or not all(isinstance(s, dict) and "trainable" in s for s in found):
         raise DataError("expected a JSON list of part summaries, each with 'trainable'", path)
-    return {s["trainable"]: s for s in found}
+    return {s.get("part", s["trainable"]): s for s in found}  # older summaries name the part by its trainable
 
 
 def _run_times(client: MlflowClient, experiment_id: str) -> dict[str, tuple[int, int | None]]:

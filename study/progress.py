@@ -20,7 +20,7 @@ from typing import Any
 
 from ray.tune import ProgressReporter
 
-from trainables.registry import EARLY_STOPPED
+from trainables.names import EARLY_STOPPED
 
 TRAINING_ITERATION = "training_iteration"
 

@@ -1,4 +1,4 @@
-"""Run and resume a study: one Ray Tune experiment per part (covid, vae) under one study folder.
+"""Run and resume a study: one Ray Tune experiment per part under one study folder.
 
 Order matters: data and the checks that need it, then the study folder's lock, then Ray, and only then the
 MLflow parent run, so that a mistake found on the way leaves no half-made study. See `study.spec` for what
@@ -23,16 +23,20 @@ from study.preflight import check_part_data
 from study.spec import StudySpec, load_spec, save_spec
 from study.studyfile import Part, StudyFile
 from study.tune_part import load_dataset, print_summary, run_part
-from trainables.registry import (ARTIFACTS, KIND_TAG, PRESET_TAG, SPACE_TAG, STORAGE_TAG, STUDY_FILE, STUDY_STATE,
+from trainables.names import (ARTIFACTS, KIND_TAG, PRESET_TAG, SPACE_TAG, STORAGE_TAG, STUDY_FILE, STUDY_STATE,
                                  SUMMARY_FILE)
 
 
 @contextmanager
-def study_ray(spec: StudySpec) -> Iterator[dict[str, float]]:
+def study_ray(spec: StudySpec, parts: list[Part] | None = None) -> Iterator[dict[str, float]]:
     """The study's Ray for the `with` block: a private local one, or the cluster `--address` names (joined only
     then). Shut down (or left) on every way out of the block, an exception or a SIGTERM (ray.init makes that a
-    SystemExit in the driver) included."""
-    with (cluster_ray(spec.address) if spec.address else local_ray()) as resources:
+    SystemExit in the driver) included. A trainable from a module beside the study file is shipped to every
+    worker through Ray's runtime environment (`py_modules`), on this machine as on a cluster."""
+    ship = sorted({str(p.ship) for p in parts or [] if p.ship is not None})
+    runtime_env = {"py_modules": ship} if ship else None
+    with (cluster_ray(spec.address, runtime_env=runtime_env) if spec.address
+          else local_ray(runtime_env=runtime_env)) as resources:
         yield resources
 
 
@@ -49,8 +53,8 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
     parts = spec.parts(study)
     # Data first: a missing or bad file, or data on which every trial would fail, is one line here, in a
     # second, before a folder, a run or Ray exists.
-    loaded = {part.trainable: load_dataset(part) for part in parts if part.trainable not in spec.done}
-    warnings = [w for part in parts if part.trainable in loaded for w in check_part_data(part, loaded[part.trainable][0])]
+    loaded = {part.name: load_dataset(part) for part in parts if part.name not in spec.done}
+    warnings = [w for part in parts if part.name in loaded for w in check_part_data(part, loaded[part.name][0])]
     # Ray's new console output ignores a progress reporter; the classic one prints our compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # One forced state snapshot per checkpoint is what makes every finished epoch survive a kill.
@@ -64,7 +68,7 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
         print(f"study: {spec.name} in {study_dir}", flush=True)
         for line in warnings:
             print(f"study: warning: {line}", flush=True)
-        with study_ray(spec) as resources:
+        with study_ray(spec, parts) as resources:
             check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
                             f"the Ray cluster at {spec.address}" if spec.address else "this machine")
             return _drive(spec, study, parts, loaded, resources)
@@ -78,8 +82,8 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
         text = studyfile.dumps(study)
         (study_dir / STUDY_FILE).write_text(text)
         # The search space goes with the study, so analysis rebuilds the Optuna study without guessing it.
-        spaces = {SPACE_TAG + p.trainable: json.dumps({"space": studyfile.space_json(p), "metric": p.metric,
-                                                       "mode": p.mode}) for p in parts}
+        spaces = {SPACE_TAG + p.name: json.dumps({"space": studyfile.space_json(p), "metric": p.metric,
+                                                  "mode": p.mode, "trainable": p.plugin.name}) for p in parts}
         local = spec.mlflow_uri == tracking.default_uri(study_dir)
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
             KIND_TAG: spec.target, PRESET_TAG: spec.preset or "", STORAGE_TAG: str(study_dir.resolve()),
@@ -91,28 +95,28 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
     info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")
     summaries = []
     for part in parts:
-        if part.trainable in spec.done:
-            print(f"study: {part.trainable} already finished, kept as it is", flush=True)
+        if part.name in spec.done:
+            print(f"study: {part.name} already finished, kept as it is", flush=True)
             continue
-        summary = run_part(spec, part, info, loaded[part.trainable], resources)
-        if part.trainable == "covid" and summary["complete"]:
-            summary["baselines"] = _baselines(info, loaded[part.trainable][0])
+        summary, configs = run_part(spec, part, info, loaded[part.name], resources)
+        if part.plugin.baselines is not None and summary["complete"]:
+            summary["baselines"] = _baselines(info, part, configs, loaded[part.name][0])
         summaries.append(summary)
         (study_dir / SUMMARY_FILE).write_text(json.dumps(summaries, indent=2, default=str))
         print_summary(summary)
         if not summary["complete"]:
-            print(f"study: interrupted with {summary['trials']} of {summary['planned']} {part.trainable} trials; "
+            print(f"study: interrupted with {summary['trials']} of {summary['planned']} {part.name} trials; "
                   f"continue with: study resume {study_dir}", flush=True)
             return 130
-        spec.done.append(part.trainable)
+        spec.done.append(part.name)
         save_spec(spec)
     errored = sum(s["errored"] for s in summaries)
     trials = sum(s["trials"] for s in summaries)
-    tracking.finish_study(info, "FINISHED", {f"{s['trainable']}_{k}": v for s in summaries for k, v in s.items()
+    tracking.finish_study(info, "FINISHED", {f"{s['part']}_{k}": v for s in summaries for k, v in s.items()
                                              if k != "best"} | {"summaries": summaries})
     mlflow_line = f"MLflow: mlflow ui --backend-store-uri {spec.mlflow_uri} --workers 1"
     if errored:
-        counts = ", ".join(f"{s['trainable']} {s['errored']}/{s['trials']}" for s in summaries if s["errored"])
+        counts = ", ".join(f"{s['part']} {s['errored']}/{s['trials']}" for s in summaries if s["errored"])
         print(f"study: finished with {errored} of {trials} trials errored ({counts}); each error is the "
               f"'error' tag of its MLflow run. {mlflow_line}", flush=True)
     else:
@@ -121,10 +125,10 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
     return 1 if errored else 0
 
 
-def _baselines(info: Any, source: Any) -> dict[str, int]:
-    """Fit the baselines of every data setting the COVID trials used (see study.baselines)."""
+def _baselines(info: Any, part: Part, configs: list[dict[str, Any]], data: Any) -> dict[str, int]:
+    """Fit the part's baselines on every data setting its trials used (see study.baselines)."""
     started = time.time()
-    settings, runs = log_baselines(info, source)
+    settings, runs = log_baselines(info, part, configs, data)
     if runs:
         print(f"study: baselines: {runs} runs for {settings} data setting(s) in {time.time() - started:.1f} s",
               flush=True)

@@ -30,7 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, dist
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from trainables.registry import EARLY_STOPPED, GROUP_ATTR, RAY_TRIAL_ATTR
+from trainables.names import EARLY_STOPPED, GROUP_ATTR, RAY_TRIAL_ATTR
 
 TRAINING_ITERATION = "training_iteration"
 FIXED_ATTR = "fixed_run"          # Optuna trial user attribute: index of the fixed run it is

@@ -12,8 +12,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from study.searcher import OptunaSearcher, fixed_point, open_storage
 from study.studyfile import Part
-from trainables import registry
-from trainables.registry import OPTUNA_DB
+from trainables.names import OPTUNA_DB
 
 TRAINING_ITERATION = "training_iteration"
 
@@ -55,11 +54,11 @@ class FixedRunsASHA(ASHAScheduler):
 def build_searcher(part: Part, seed: int, storage: str | None = None) -> OptunaSearcher:
     """The part's searcher: fixed runs first and in order, then TPE (seeded, constant liar).
 
-    `storage`: an Optuna RDB URL (`storage_url(study_dir)`); the part's study is named after its trainable.
+    `storage`: an Optuna RDB URL (`storage_url(study_dir)`); the part's study is named after the part.
     Without one, the study is kept in memory (no resume).
     """
     return OptunaSearcher(space=dict(part.space), fixed=whole_fixed_runs(part), metric=part.metric,
-                          mode=part.mode, seed=seed, max_t=part.epochs, study_name=part.trainable,
+                          mode=part.mode, seed=seed, max_t=part.epochs, study_name=part.name,
                           storage_url=storage)
 
 
@@ -67,7 +66,7 @@ def whole_fixed_runs(part: Part) -> list[dict[str, Any]]:
     """Each fixed run with every searched key: a key it leaves out takes the part's constant, else the trainable's
     default. Otherwise Optuna would sample that key for the fixed run (weight decay and dropout for the homework's
     plain runs) and record, and TPE learn from, a value the run may not have used."""
-    defaults = {**registry.get(part.trainable).full_config({}), **part.constants}
+    defaults = {**part.plugin.full_config({}), **part.constants}
     return [{**{k: defaults[k] for k in part.space if k not in run and k in defaults}, **run} for run in part.fixed]
 
 

@@ -16,16 +16,14 @@ from typing import Any
 from data.errors import DataError
 from study import studyfile
 from study.studyfile import Part, StudyFile
-from trainables import registry
-from trainables.common import config_keys
-from trainables.registry import STUDY_FILE, STUDY_STATE
+from trainables.names import STUDY_FILE, STUDY_STATE
 
 
 @dataclass
 class StudySpec:
     """Everything `study run` was asked, plus the state that resume needs; saved as study.json."""
 
-    target: str                            # covid | vae | homework (a preset's parts) | the study file's path
+    target: str                            # a preset's part (covid, vae), homework (all) or the study file's path
     preset: str | None
     name: str
     study_dir: str
@@ -46,15 +44,23 @@ class StudySpec:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     git_commit: str | None = None
-    done: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # the parts finished (their names)
+    plugin_dir: str | None = None          # the study file's folder: where its module:attribute trainables are
 
     def parts(self, study: StudyFile | None = None) -> list[Part]:
         """The parts as trials run them: the study file's (the folder's copy by default), with this run's seed
-        added to each part's seed and the data folder set."""
-        study = study or studyfile.load(Path(self.study_dir) / STUDY_FILE)
-        data_dir = {"data_dir": self.data_dir} if self.data_dir else {}
-        return [dataclasses.replace(p, constants={**p.constants, "seed": p.constants.get("seed", 0) + self.seed,
-                                                  **data_dir}) for p in study.parts]
+        added to each part's `seed` and the data folder set as `data_dir`, where the trainable has such settings."""
+        study = study or studyfile.load(Path(self.study_dir) / STUDY_FILE, self.plugin_dir)
+        return [dataclasses.replace(p, constants=self._run_settings(p)) for p in study.parts]
+
+    def _run_settings(self, part: Part) -> dict[str, Any]:
+        keys = set(part.plugin.keys())
+        constants = dict(part.constants)
+        if "seed" in keys:
+            constants["seed"] = constants.get("seed", 0) + self.seed
+        if "data_dir" in keys and self.data_dir:
+            constants["data_dir"] = self.data_dir
+        return constants
 
 
 def with_overrides(study: StudyFile, spec: StudySpec) -> StudyFile:
@@ -76,7 +82,7 @@ def with_overrides(study: StudyFile, spec: StudySpec) -> StudyFile:
 
 def settings_for(part: Part, settings: dict[str, Any]) -> dict[str, Any]:
     """The --set values that are keys of this part's trainable config (a homework study has two trainables)."""
-    names = set(config_keys(registry.get(part.trainable).config_cls))
+    names = set(part.plugin.keys())
     return {k: v for k, v in settings.items() if k in names}
 
 
@@ -86,13 +92,13 @@ def check_settings(study: StudyFile, settings: dict[str, Any], source: str) -> N
     for key in settings:
         owners = [p for p in study.parts if key in settings_for(p, {key: None})]
         if not owners:
-            raise ValueError(f"--set {key}: not a setting of {', '.join(p.trainable for p in study.parts)}")
+            raise ValueError(f"--set {key}: not a setting of {', '.join(p.name for p in study.parts)}")
         for p in owners:
             if key in p.space:
-                raise ValueError(f"--set {key}: {source} searches {key} for {p.trainable}; "
+                raise ValueError(f"--set {key}: {source} searches {key} for {p.name}; "
                                  "a constant would not apply to search trials")
             if any(key in run for run in p.fixed):
-                raise ValueError(f"--set {key}: {source}'s fixed {p.trainable} runs set {key} per run")
+                raise ValueError(f"--set {key}: {source}'s fixed {p.name} runs set {key} per run")
 
 
 def save_spec(spec: StudySpec) -> None:

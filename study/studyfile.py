@@ -20,15 +20,15 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from data.errors import DataError
 from study.checks import NAME_RE
 from trainables import registry
-from trainables.common import config_keys
-from trainables.registry import STUDY_KEYS
+from trainables.names import STUDY_KEYS
+from trainables.trainable import Trainable
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 TOP_KEYS = {"name", "part"}
-PART_KEYS = {"trainable", "num_samples", "scheduler", "grace_period", "constants", "space", "fixed"}
+PART_KEYS = {"trainable", "name", "num_samples", "scheduler", "grace_period", "constants", "space", "fixed"}
 SCHEDULERS = ("asha", "none")
-# Targets of `study run NAME --preset P`: which parts of the preset file run.
-TARGETS = {"covid": ("covid",), "vae": ("vae",), "homework": ("covid", "vae")}
+# `study run homework --preset P` runs every part of the preset; `study run NAME --preset P` its part NAME.
+ALL_PARTS = "homework"
 
 
 class StudyFileError(DataError):
@@ -37,7 +37,12 @@ class StudyFileError(DataError):
 
 @dataclass(frozen=True)
 class Part:
-    """One Tuner's worth of work: a trainable, its constants, fixed runs (Optuna's first points) and its space."""
+    """One Tuner's worth of work: a trainable, its constants, fixed runs (Optuna's first points) and its space.
+
+    `trainable` is the reference as the file gives it (a name, or module:attribute); `plugin` the Trainable it
+    resolved to and `ship` the module's file or folder when it lies beside the study file (Ray's runtime
+    environment sends it to every worker). `name` names the part's Optuna study, Tune folder and MLflow tag:
+    the trainable's name unless the file gives one, so one file can hold two parts of one trainable."""
 
     trainable: str
     constants: dict[str, Any]
@@ -46,18 +51,27 @@ class Part:
     num_samples: int = 0
     scheduler: str = "none"
     grace_period: int = 1
+    name: str = ""
+    plugin: Trainable | None = field(default=None, compare=False, repr=False)
+    ship: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.plugin is None:
+            object.__setattr__(self, "plugin", registry.get(self.trainable))
+        if not self.name:
+            object.__setattr__(self, "name", self.plugin.name)
 
     @property
     def metric(self) -> str:
-        return registry.get(self.trainable).metric
+        return self.plugin.metric
 
     @property
     def mode(self) -> str:
-        return registry.get(self.trainable).mode
+        return self.plugin.mode
 
     @property
     def epochs(self) -> int:
-        return int(self.constants.get("epochs", registry.get(self.trainable).full_config({})["epochs"]))
+        return int(self.constants.get("epochs", self.plugin.full_config({})["epochs"]))
 
     @property
     def total_trials(self) -> int:
@@ -71,16 +85,20 @@ class StudyFile:
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def load(path: str | Path) -> StudyFile:
+def load(path: str | Path, base_dir: str | Path | None = None) -> StudyFile:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise StudyFileError(f"cannot read it ({getattr(err, 'strerror', None) or err})", path) from None
-    return parse(text, path)
+    return parse(text, path, base_dir)
 
 
-def parse(text: str, path: str | Path) -> StudyFile:
+def parse(text: str, path: str | Path, base_dir: str | Path | None = None) -> StudyFile:
+    """A study file's parts, every key checked. `base_dir`: where `module:attribute` trainables are found first
+    (default: the file's own folder, so a `my_model.py` beside `my-study.toml` needs no install)."""
+    if base_dir is None and Path(path).parent.is_dir():
+        base_dir = Path(path).parent
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -92,11 +110,12 @@ def parse(text: str, path: str | Path) -> StudyFile:
             raise StudyFileError(f"name = {name!r}: use 1-128 letters, digits, '-', '_' or '.'", path)
     raw_parts = doc.get("part")
     if not isinstance(raw_parts, list) or not raw_parts:
-        raise StudyFileError("no [[part]]: a study needs at least one part (trainable = \"covid\" or \"vae\")", path)
-    parts = [_part(raw, i + 1, path) for i, raw in enumerate(raw_parts)]
-    seen = [p.trainable for p in parts]
-    for t in seen:
-        _check(seen.count(t) == 1, f"two parts with trainable = {t!r}: give each trainable one part", path)
+        raise StudyFileError("no [[part]]: a study needs at least one part (trainable = NAME or module:attribute; "
+                             f"built in: {', '.join(registry.BUILTINS)})", path)
+    parts = [_part(raw, i + 1, path, base_dir) for i, raw in enumerate(raw_parts)]
+    seen = [p.name for p in parts]
+    for n in seen:
+        _check(seen.count(n) == 1, f"two parts named {n!r}: give each part its own name = \"...\"", path)
     return StudyFile(name=name, parts=parts)
 
 
@@ -106,21 +125,26 @@ def _no_unknown(table: dict, known: set[str], where: str, path: str | Path) -> N
         raise StudyFileError(f"{where}unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}", path)
 
 
-def _part(raw: Any, index: int, path: str | Path) -> Part:
+def _part(raw: Any, index: int, path: str | Path, base_dir: str | Path | None) -> Part:
     where = f"part {index}: "
     _check(isinstance(raw, dict), f"{where}expected a table", path)
     _no_unknown(raw, PART_KEYS, where, path)
-    trainable = raw.get("trainable")
-    if trainable not in registry.TRAINABLES:
-        raise StudyFileError(f"{where}trainable = {trainable!r}: choose from {', '.join(registry.TRAINABLES)}", path)
-    where = f"part {index} ({trainable}): "
-    cls = registry.get(trainable).config_cls
-    known = set(config_keys(cls))
-    unknown = f": not a {trainable} setting"
+    ref = raw.get("trainable")
+    try:
+        found = registry.find(ref, base_dir)
+    except registry.PluginError as err:
+        raise StudyFileError(f"{where}trainable = {err}", path) from None
+    plugin = found.trainable
+    name = raw.get("name", plugin.name)
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise StudyFileError(f"{where}name = {name!r}: use 1-128 letters, digits, '-', '_' or '.'", path)
+    where = f"part {index} ({name}): "
+    known = set(plugin.keys())
+    unknown = f": not a {plugin.name} setting ({plugin.config.__name__} has no such field)"
     constants = _table(raw.get("constants", {}), f"{where}constants", path)
     for key in constants:
         _check(key in known, f"{where}constants.{key}{unknown}", path)
-    _config(cls, constants, f"{where}constants", path)
+    _config(plugin, constants, f"{where}constants", path)
     space_raw = _table(raw.get("space", {}), f"{where}space", path)
     space = {}
     for key, spec in space_raw.items():
@@ -129,14 +153,14 @@ def _part(raw: Any, index: int, path: str | Path) -> Part:
             raise StudyFileError(f"{where}{key} is both searched (space) and constant (constants): pick one", path)
         space[key] = distribution(spec, f"{where}space.{key}", path)
         for value in _edges(space[key]):  # each end of a range, each choice: a value the trainable accepts
-            _config(cls, {**constants, key: value}, f"{where}space.{key}", path)
+            _config(plugin, {**constants, key: value}, f"{where}space.{key}", path)
     fixed_raw = raw.get("fixed", [])
     if not isinstance(fixed_raw, list) or not all(isinstance(r, dict) for r in fixed_raw):
         raise StudyFileError(f"{where}fixed: expected a list of tables, one per run", path)
     for i, run in enumerate(fixed_raw):
         for key in run:
             _check(key in known, f"{where}fixed run {i + 1}: {key}{unknown}", path)
-        _config(cls, {**constants, **run}, f"{where}fixed run {i + 1}", path)
+        _config(plugin, {**constants, **run}, f"{where}fixed run {i + 1}", path)
     num_samples = _int(raw.get("num_samples", 0), f"{where}num_samples", 0, path)
     grace = _int(raw.get("grace_period", 1), f"{where}grace_period", 1, path)
     scheduler = raw.get("scheduler", "none")
@@ -146,8 +170,9 @@ def _part(raw: Any, index: int, path: str | Path) -> Part:
     if num_samples and not space:
         raise StudyFileError(f"{where}num_samples = {num_samples} with an empty [part.space]: nothing to search",
                              path)
-    return Part(trainable=trainable, constants=constants, space=space, fixed=[dict(r) for r in fixed_raw],
-                num_samples=num_samples, scheduler=scheduler, grace_period=grace)
+    return Part(trainable=ref, constants=constants, space=space, fixed=[dict(r) for r in fixed_raw],
+                num_samples=num_samples, scheduler=scheduler, grace_period=grace, name=name, plugin=plugin,
+                ship=found.ship)
 
 
 def _check(ok: bool, problem: str, path: str | Path) -> None:
@@ -166,17 +191,16 @@ def _int(value: Any, where: str, low: int, path: str | Path) -> int:
     return value
 
 
-def _config(cls: Any, config: dict, where: str, path: str | Path) -> None:
+def _config(plugin: Trainable, config: dict, where: str, path: str | Path) -> None:
     try:
-        cls.from_dict({k: v for k, v in config.items() if k not in STUDY_KEYS})
+        plugin.make_config({k: v for k, v in config.items() if k not in STUDY_KEYS})
     except (ValueError, TypeError) as err:
         raise StudyFileError(f"{where}: {err}", path) from None
 
 
 def trial_config(part: Part, run: dict[str, Any]) -> Any:
     """The trainable config a trial of `part` running `run` gets (ValueError/TypeError naming a bad key)."""
-    return registry.get(part.trainable).config_cls.from_dict(
-        {k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS})
+    return part.plugin.make_config({k: v for k, v in {**part.constants, **run}.items() if k not in STUDY_KEYS})
 
 
 def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
@@ -237,7 +261,9 @@ def dumps(study: StudyFile) -> str:
     table over several lines: a preset's 18 fixed runs became 150 lines.)"""
     lines = [f"name = {_toml(study.name)}", ""] if study.name else []
     for p in study.parts:
-        lines += ["[[part]]", f"trainable = {_toml(p.trainable)}", f"num_samples = {p.num_samples}",
+        lines += ["[[part]]", f"trainable = {_toml(p.trainable)}"]
+        lines += [f"name = {_toml(p.name)}"] if p.name != p.plugin.name else []
+        lines += [f"num_samples = {p.num_samples}",
                   f"scheduler = {_toml(p.scheduler)}", f"grace_period = {p.grace_period}"]
         lines += ["fixed = [", *(f"  {_toml(run)}," for run in p.fixed), "]"] if p.fixed else []
         lines += ["", "[part.constants]", *(f"{k} = {_toml(v)}" for k, v in p.constants.items())]
@@ -273,20 +299,31 @@ def preset_path(name: str) -> Path:
     return PRESET_DIR / f"{name}.toml"
 
 
+def is_preset_target(target: str) -> bool:
+    """`study run TARGET`: a preset's part (or homework: all of them) rather than a study file's path."""
+    return target == ALL_PARTS or (not target.endswith(".toml") and NAME_RE.fullmatch(target) is not None
+                                   and not Path(target).exists())
+
+
 def resolve(target: str, preset: str | None) -> tuple[StudyFile, str]:
-    """What `study run TARGET [--preset P]` runs, and the file's text: a preset's parts for a name (covid, vae,
-    homework), or a study file's parts for a path."""
-    if target in TARGETS:
-        path = preset_path(preset or "homework")
+    """What `study run TARGET [--preset P]` runs: a preset's part named TARGET (homework: every part), or a
+    study file's parts for a path."""
+    if is_preset_target(target):
+        path = preset_path(preset or ALL_PARTS)
         study = load(path)
-        return dataclasses.replace(study, parts=[p for p in study.parts if p.trainable in TARGETS[target]]), target
+        parts = [p for p in study.parts if target in (ALL_PARTS, p.name)]
+        if not parts:
+            raise StudyFileError(f"{target!r}: no such study file, nor a part of the {path.stem} preset (its "
+                                 f"parts: {', '.join(p.name for p in study.parts)}; {ALL_PARTS}: all)", path)
+        return dataclasses.replace(study, parts=parts), target
     path = Path(target)
     if preset is not None:
-        raise StudyFileError("--preset goes with covid, vae or homework; a study file holds its own settings", path)
-    _check(path.is_file(), "no such study file (or give covid, vae or homework)", path)
+        raise StudyFileError(f"--preset goes with a preset's part or {ALL_PARTS}; a study file holds its own "
+                             "settings", path)
+    _check(path.is_file(), f"no such study file (or give a preset's part, or {ALL_PARTS})", path)
     return load(path), path.stem
 
 
-def preset_part(preset: str, trainable: str) -> Part:
+def preset_part(preset: str, name: str) -> Part:
     """One part of a shipped preset (benchmarks and tests build on them)."""
-    return next(p for p in load(preset_path(preset)).parts if p.trainable == trainable)
+    return next(p for p in load(preset_path(preset)).parts if p.name == name)

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from study.space import storage_url
 from study.studyfile import space_spec
-from trainables.registry import COMMIT_TAG, MLFLOW_DB, PARENT_TAG, RUN_RESULTS, TRIAL_TAG
+from trainables.names import COMMIT_TAG, MLFLOW_DB, PARENT_TAG, RUN_RESULTS, TRIAL_TAG
 
 
 
@@ -106,16 +106,17 @@ def study_params(settings: dict[str, Any], parts: list[Any]) -> dict[str, str]:
     if settings.get("study_dir"):
         out["optuna_storage"] = storage_url(settings["study_dir"])
     for part in parts:
-        out.update({f"{part.trainable}.{k}": v for k, v in {
+        out.update({f"{part.name}.{k}": v for k, v in {
             "epochs": part.epochs, "num_samples": part.num_samples, "fixed_runs": len(part.fixed),
             "trials": part.total_trials, "scheduler": part.scheduler, "metric": part.metric, "mode": part.mode,
-            "grace_period": part.grace_period}.items()})
+            "grace_period": part.grace_period, "trainable": part.trainable}.items()})
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in out.items()}
 
 
 def search_spaces(parts: list[Any]) -> dict[str, Any]:
     """Each part's search as run: space, objective, budget and the fixed runs given to Optuna first."""
-    return {part.trainable: {"space": {k: space_spec(d) for k, d in part.space.items()}, "metric": part.metric,
+    return {part.name: {"trainable": part.trainable,
+                        "space": {k: space_spec(d) for k, d in part.space.items()}, "metric": part.metric,
                              "mode": part.mode, "epochs": part.epochs, "num_samples": part.num_samples,
                              "scheduler": part.scheduler, "grace_period": part.grace_period,
                              "constants": part.constants, "fixed": part.fixed}

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from study import tracking
 from study.tracking import TrackingInfo
-from trainables import registry
-from trainables.registry import (DATA_HASH_TAG, ERROR_TAG, GROUP_TAG, NODE_TAG, STOPPED_TAG, STUDY_KEYS,
-                                 TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG)
+from trainables.names import (DATA_HASH_TAG, EPOCH, ERROR_TAG, GROUP_TAG, NODE_TAG, PART_TAG, STOPPED_TAG,
+                              STUDY_KEYS, TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG)
+from trainables.trainable import Trainable
+
 
 def quiet_exit_in_callbacks() -> None:
     """Keep the worker's expected exit out of the study's output; every other unraisable error still prints.
@@ -44,9 +44,10 @@ def quiet_exit_in_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def run_trial(config: dict[str, Any], *, trainable_name: str, dataset: Any, tracking_info: TrackingInfo,
+def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: Any, tracking_info: TrackingInfo,
               data_hash: str, threads: int) -> None:
-    """Run one trial of the trainable named `trainable_name` on the preloaded `dataset` (shared through the object store, not re-read)."""
+    """Run one trial of the part's trainable on the preloaded `dataset` (shared through the object store, not
+    re-read). `threads`: the trial's CPUs, given to a config that has a `num_threads` setting and leaves it 0."""
     # Ray logs a line per persisted checkpoint (one per epoch); the progress table is enough.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     quiet_exit_in_callbacks()
@@ -54,20 +55,18 @@ def run_trial(config: dict[str, Any], *, trainable_name: str, dataset: Any, trac
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     group = str(config.get(GROUP_TAG, "search"))
     train_config = {k: v for k, v in config.items() if k not in STUDY_KEYS}
-    train_config.setdefault("num_threads", threads)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    found = registry.get(trainable_name)
+    if "num_threads" in plugin.keys():
+        train_config.setdefault("num_threads", threads)
     try:
-        params = found.full_config(train_config)
+        cfg = plugin.make_config(train_config)
     except (ValueError, TypeError) as err:  # a bad key: still log the run, then fail it
-        params = train_config
+        cfg, params = None, train_config
         config_error: Exception | None = err
     else:
-        config_error = None
+        params, config_error = plugin.full_config(train_config), None
     run_id = tracking.trial_run(
         tracking_info, trial_id, trial_name,
-        tags={TRAINABLE_TAG: trainable_name, GROUP_TAG: group, DATA_HASH_TAG: data_hash,
+        tags={TRAINABLE_TAG: plugin.name, PART_TAG: part, GROUP_TAG: group, DATA_HASH_TAG: data_hash,
               NODE_TAG: ray.get_runtime_context().get_node_id()},
         params=params,
     )
@@ -81,14 +80,20 @@ def run_trial(config: dict[str, Any], *, trainable_name: str, dataset: Any, trac
             resume_from = Path(restored.to_directory(str(work_dir / "restored")))
 
         def report(metrics: dict[str, Any]) -> None:
-            tracking.log_epoch(uri, run_id, metrics, step=int(metrics["epoch"]))
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            if not isinstance(metrics.get(EPOCH), (int, float)) or plugin.metric not in metrics:
+                raise ValueError(f"{plugin.name}: report() takes a dict with {EPOCH!r} (1-based) and the objective "
+                                 f"{plugin.metric!r}; got keys {sorted(metrics)}")
+            tracking.log_epoch(uri, run_id, metrics, step=int(metrics[EPOCH]))
+            # A plugin that writes no state still reports: Tune then keeps no checkpoint (a retry starts over).
+            has_state = checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir())
+            tune.report(dict(metrics),
+                        checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)) if has_state else None)
 
         try:
             if config_error is not None:
                 raise config_error
-            found.train(train_config, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                  artifact_dir=artifact_dir, data=dataset)
+            plugin.train(cfg, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                         artifact_dir=artifact_dir, data=dataset)
         except Exception as err:
             tracking.end_trial(uri, run_id, "FAILED", tags={
                 ERROR_TAG: f"{type(err).__name__}: {err}",

@@ -1,6 +1,6 @@
 """One part of a study as one Ray Tune experiment: its trainable, searcher, scheduler, and what it found.
 
-Fit (or restore and finish) the part's Tune experiment in STUDY_DIR/<trainable>; the summary says how many
+Fit (or restore and finish) the part's Tune experiment in STUDY_DIR/<part>; the summary says how many
 trials ran, which was best on the part's objective (validation), and what the study cost beyond training.
 """
 from __future__ import annotations
@@ -15,26 +15,18 @@ from typing import Any
 import ray
 from ray import tune
 
-from data.faces import load_faces
-from data.location import faces_source, resolve_data_dir
-from data.sequence_data import load_source
 from study.space import build_scheduler, build_searcher, storage_url
 from study.progress import PartProgress
 from study.spec import StudySpec
-from study.studyfile import Part
+from study.studyfile import Part, trial_config
 from study.trial import CloseStoppedRuns, run_trial
-from trainables.registry import GROUP_TAG
+from trainables.names import GROUP_TAG
 
 
 def load_dataset(part: Part) -> tuple[Any, str]:
-    """Read the part's data once in the driver; trials get it through the object store (tune.with_parameters)."""
-    if part.trainable == "covid":
-        source = load_source(part.constants.get("data_dir"), part.constants.get("date_range", "full"))
-        return source, source.data_hash
-    faces = load_faces(faces_source(resolve_data_dir(part.constants.get("data_dir"))),
-                       size=int(part.constants.get("image_size", 32)), progress=True,
-                       max_images=part.constants.get("max_images"))
-    return faces, faces.source_hash
+    """Read the part's data once in the driver (its trainable's `load_data` on the part's constants) and its
+    content hash; trials get it through the object store (tune.with_parameters)."""
+    return part.plugin.data_for(trial_config(part, {}))
 
 
 def auto_concurrency(spec: StudySpec, res: dict[str, float] | None = None) -> int:
@@ -52,21 +44,22 @@ def auto_concurrency(spec: StudySpec, res: dict[str, float] | None = None) -> in
 
 
 def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any, str],
-             resources: dict[str, float] | None = None) -> dict[str, Any]:
-    """Fit (or restore and finish) one part on its loaded data; returns its summary."""
+             resources: dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fit (or restore and finish) one part on its loaded data; returns its summary and the configs of the
+    trials that did not error (what the part's baselines are fitted on)."""
     dataset, data_hash = loaded
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, trainable_name=part.trainable, dataset=dataset, tracking_info=tracking_info,
-                             data_hash=data_hash, threads=threads),
+        tune.with_parameters(run_trial, plugin=part.plugin, part=part.name, dataset=dataset,
+                             tracking_info=tracking_info, data_hash=data_hash, threads=threads),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
-    path = Path(spec.study_dir) / part.trainable
+    path = Path(spec.study_dir) / part.name
     slots = spec.max_concurrent or auto_concurrency(spec, resources)
     started = time.time()
     resumed = tune.Tuner.can_restore(str(path))
     if resumed:
-        print(f"study: resuming {part.trainable} from {path}", flush=True)
+        print(f"study: resuming {part.name} from {path}", flush=True)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
@@ -82,11 +75,11 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 trial_dirname_creator=trial_folder,
             ),
             run_config=tune.RunConfig(
-                name=part.trainable,
+                name=part.name,
                 storage_path=str(Path(spec.study_dir).resolve()),
                 verbose=1,
                 progress_reporter=(progress_table(part) if spec.verbose else PartProgress(
-                    part.trainable, part.total_trials, part.epochs, slots, part.metric, part.mode)),
+                    part.name, part.total_trials, part.epochs, slots, part.metric, part.mode)),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
                 checkpoint_config=tune.CheckpointConfig(
@@ -101,7 +94,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
     # Trials running at a Ctrl-C come back TERMINATED like finished ones: the signal tells them apart.
     summary["complete"] = summary["complete"] and not interrupted
     summary["fit_started_at"] = started  # unix time: with the runs' start times it splits worker start-up off
-    return summary
+    return summary, [dict(r.config) for r in grid if r.error is None and r.config]
 
 
 def trial_folder(trial: Any) -> str:
@@ -124,16 +117,10 @@ def _fit_was_interrupted(before: Any) -> bool:
     return interrupted
 
 
-PROGRESS_METRICS = {
-    "covid": {"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "val_acc_time": "val acc (time)"},
-    "vae": {"epoch": "epoch", "epoch_train_loss": "objective", "val_neg_elbo": "val -ELBO", "best_epoch": "best epoch"},
-}
-
-
 def progress_table(part: Part) -> Any:
     """Ray's table (`--verbose`): searched parameters and a few metrics of every trial, every 15 s."""
     return tune.CLIReporter(
-        metric_columns=PROGRESS_METRICS[part.trainable],
+        metric_columns=part.plugin.progress_columns(),
         parameter_columns=[*part.space, GROUP_TAG],
         max_report_frequency=15, sort_by_metric=False, max_progress_rows=40,
     )
@@ -150,7 +137,7 @@ def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False, slots
     errors = [r for r in results if r.error is not None]
     train_s = sum(float(r.metrics.get("time_total_s", 0.0)) for r in finished)
     summary: dict[str, Any] = {
-        "trainable": part.trainable, "trials": len(results), "planned": part.total_trials,
+        "part": part.name, "trainable": part.plugin.name, "trials": len(results), "planned": part.total_trials,
         "errored": len(errors), "wall_s": round(wall_s, 2), "trial_train_s": round(train_s, 2),
         "concurrent": slots,
         "overhead_per_trial_s": None if resumed else round((wall_s * slots - train_s) / max(1, len(results)), 3),
@@ -164,15 +151,15 @@ def summarize(part: Part, grid: Any, wall_s: float, resumed: bool = False, slots
             "metric": part.metric, "value": best.metrics[part.metric],
             "config": {k: v for k, v in best.config.items() if k not in ("data_dir",)},
             "trial_id": best.metrics.get("trial_id"), "epochs": best.metrics.get("training_iteration"),
-            # the chosen trial's test accuracies: reported beside the choice, never used for it
-            "test": {k: v for k, v in best.metrics.items()
-                     if k.startswith(("test_acc", "test_neg_elbo")) and not k.endswith("_std")},
+            # the chosen trial's test numbers: reported beside the choice, never used for it
+            "test": {k: v for k, v in best.metrics.items() if k.startswith(part.plugin.test_metrics)
+                     and not k.endswith("_std") and isinstance(v, (int, float)) and k not in best.config},
         }
     return summary
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(f"\n== {summary['trainable']}: {summary['trials']} trials ({summary['errored']} errored, "
+    print(f"\n== {summary['part']}: {summary['trials']} trials ({summary['errored']} errored, "
           f"{summary['concurrent']} at a time), "
           f"wall {summary['wall_s']:.1f} s, training {summary['trial_train_s']:.1f} s, "
           + ("resumed" if summary["overhead_per_trial_s"] is None

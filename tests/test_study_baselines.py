@@ -1,24 +1,14 @@
 """A study's baseline runs: one set per data setting its trials used, logged once, under the study's parent run."""
 from __future__ import annotations
 
-import json
-
 from mlflow.tracking import MlflowClient
 
 from covid_fixture import write_data_dir
 from data.sequence_data import load_source
 from study import tracking
 from study.baselines import log_baselines
-from trainables.registry import BASELINE_TAG, PARENT_TAG
-from trainables.common import flat_config
-from trainables.sequence import SequenceConfig
-
-
-def _trial(client, info, **config):
-    cfg = flat_config(SequenceConfig.from_dict(config))
-    run = client.create_run(info.experiment_id, tags={PARENT_TAG: info.parent_run_id, "trainable": "covid"})
-    for k, v in cfg.items():
-        client.log_param(run.info.run_id, k, v if isinstance(v, str) else json.dumps(v))
+from study.studyfile import Part
+from trainables.names import BASELINE_TAG, PARENT_TAG, PART_TAG
 
 
 def test_baselines_are_logged_once_per_data_setting(tmp_path):
@@ -27,10 +17,12 @@ def test_baselines_are_logged_once_per_data_setting(tmp_path):
     info = tracking.start_study(uri, "s", {"study.kind": "covid"})
     client = MlflowClient(uri)
     base = dict(data_dir=str(root), threshold=0.9, date_range="full")
-    _trial(client, info, seq_len=3, cell="gru", **base)
-    _trial(client, info, seq_len=3, cell="lstm", features="relative", norm="none", **base)  # same windows
-    _trial(client, info, seq_len=7, cell="gru", **base)
-    settings, runs = log_baselines(info, load_source(str(root), "full"))
+    # The configs the trials ran with, as the driver has them from Tune (a study's `group` key included).
+    configs = [dict(seq_len=3, cell="gru", group="fixed", **base),
+               dict(seq_len=3, cell="lstm", features="relative", norm="none", **base),  # the same windows
+               dict(seq_len=7, cell="gru", **base)]
+    part = Part(trainable="covid", constants={}, space={}, fixed=configs)
+    settings, runs = log_baselines(info, part, configs, load_source(str(root), "full"))
     assert settings == 2
     found = client.search_runs([info.experiment_id], f"tags.`{BASELINE_TAG}` != ''")
     assert len(found) == runs
@@ -40,6 +32,8 @@ def test_baselines_are_logged_once_per_data_setting(tmp_path):
     assert {("boosted_trees", "time", "3"), ("logistic", "random", "7")} <= by
     for r in found:
         assert r.data.tags[PARENT_TAG] == info.parent_run_id and r.data.tags["trainable"] == "baseline"
+        assert r.data.tags[PART_TAG] == "covid"
         assert {"train_acc", "val_acc", "test_acc"} <= set(r.data.metrics) and r.info.status == "FINISHED"
         assert r.data.params["trained_split"] == "random" and r.data.params["date_range"] == "full"
-    assert log_baselines(info, load_source(str(root), "full")) == (0, 0)  # a resumed study adds nothing
+    # a resumed study adds nothing
+    assert log_baselines(info, part, configs, load_source(str(root), "full")) == (0, 0)

@@ -79,7 +79,7 @@ MALFORMED = [
     ("negative samples", _part().replace("num_samples = 2", "num_samples = -1"), "num_samples = -1"),
     ("fixed unknown key", _part("fixed = [{ cel = 'gru' }]"), "fixed run 1: cel: not a covid setting"),
     ("fixed bad value", _part("fixed = [{ hidden_size = 0 }]"), "fixed run 1: hidden_size=0"),
-    ("two covid parts", _part() + _part(), "two parts with trainable = 'covid'"),
+    ("two covid parts", _part() + _part(), "two parts named 'covid'"),
     ("bad name", 'name = "../up"\n' + _part(), "name = '../up'"),
     ("vae key in covid", _part(constants="epochs = 2\nkl_weight = 1.0"), "constants.kl_weight: not a covid setting"),
 ]
@@ -103,7 +103,7 @@ def test_run_a_missing_file_or_a_file_with_a_preset(tmp_path, capsys):
     path = tmp_path / "ok.toml"
     path.write_text(_part())
     assert main(["run", str(path), "--preset", "smoke", "--storage", str(tmp_path / "s")]) == 2
-    assert "--preset goes with covid, vae or homework" in capsys.readouterr().err
+    assert "--preset goes with a preset's part or homework" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

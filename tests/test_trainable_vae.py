@@ -136,6 +136,18 @@ def test_resume_continues_the_same_curve(data, tmp_path):
     assert _untimed(end2) == _untimed(end)
 
 
+def test_resume_refuses_a_different_model(data, tmp_path):
+    """As the COVID classifier does: a checkpoint resumes under its own config only, but for the keys that change
+    no epoch already run (the budget, patience, the end-of-run estimate's iw_*)."""
+    fit(VAEConfig(**{**SMALL, "epochs": 1, "iw_samples": 0}), *data, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"different latent_dim \(4, now 8\);") as err:
+        fit(VAEConfig(**{**SMALL, "latent_dim": 8}), *data, resume_from=tmp_path)
+    assert "\n" not in str(err.value) and "iw_samples (" not in str(err.value)
+    resumed: list[dict] = []
+    fit(VAEConfig(**{**SMALL, "epochs": 2, "patience": 3}), *data, resumed.append, resume_from=tmp_path)
+    assert [m["epoch"] for m in resumed] == [2]
+
+
 def test_patience_stops_on_validation_and_scores_the_best_epoch(data, tmp_path):
     """A learning rate too high to keep improving: the run stops `patience` epochs after its best validation
     epoch, and its test numbers and model.pt are that epoch's weights (the same as a run stopped there)."""

@@ -1,110 +1,28 @@
-"""What both trainables share: config parsing, seeding, device choice, checkpoints, the NaN guard."""
+"""What both trainables share: seeding, device choice, checkpoints, the epoch loop's end and resume, the NaN guard."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 import json
 import math
 import os
 import random
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Collection
 
 import numpy as np
 import torch
 
-C = TypeVar("C")
-# Artefact file names a trainable writes into its artifact_dir (the registry says which belong to which).
-SUMMARY, CONFUSION, PREDICTIONS, IMAGES, MODEL = (
-    "summary.json", "confusion.json", "predictions.json", "images.npz", "model.pt")
+# The config helpers and the names live in torch-free modules; the trainables import them from here too.
+from trainables.config import NESTED, check_config_values, config_from_dict, config_keys, flat_config  # noqa: F401
+from trainables.names import (BEST_EPOCH, CONFUSION, CURVE_PREFIX, EARLY_STOPPED, END_TIME, EVAL_TIME,  # noqa: F401
+                              IMAGES, MODEL, PREDICTIONS, SUMMARY, curve)
+
 Report = Callable[[dict], None]
-
-# Metric names both trainables report each epoch. A plain name (val_acc, test_neg_elbo, ...) is the number of the
-# weights the run is scored by: each model's at its best validation epoch so far (`BestEpochs`), so a run's final
-# value is what its report and the study use. The epoch's own value, the learning curve, is `curve(name)`.
-CURVE_PREFIX = "epoch_"
-BEST_EPOCH = "best_epoch"            # the epoch whose weights are scored (mean over the main models for covid)
-EARLY_STOPPED = "stopped_by_patience"  # 1.0 in the last report of a run patience stopped: complete, not pruned
-EVAL_TIME, END_TIME = "eval_time_s", "end_time_s"  # an epoch's evaluation; the end of run (summary.json)
-
-
-def curve(name: str) -> str:
-    """The per-epoch (learning-curve) name of a metric: `epoch_val_acc` beside the scored `val_acc`."""
-    return CURVE_PREFIX + name
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised (never swallowed) when a loss term turns NaN/inf, so the study marks the trial FAILED."""
-
-
-# A config field holding another config whose keys stay flat for users: field(..., metadata=NESTED).
-NESTED = {"nested": True}
-
-
-def _nested(cls: type) -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(cls) if f.metadata.get("nested")}
-
-
-def config_keys(cls: type) -> list[str]:
-    """Every flat key a config takes: its own fields and those of its nested configs."""
-    nested = _nested(cls)
-    return [k for f in dataclasses.fields(cls)
-            for k in (config_keys(nested[f.name]) if f.name in nested else [f.name])]
-
-
-def config_from_dict(cls: type[C], config: dict[str, Any]) -> C:
-    """Build a config dataclass from flat keys; unknown keys are an error naming them (a typo must not silently
-    use a default). A nested config takes the keys that are its own."""
-    names = config_keys(cls)
-    unknown = sorted(set(config) - set(names))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    kwargs = dict(config)
-    for name, sub in _nested(cls).items():
-        own = set(config_keys(sub))
-        kwargs[name] = config_from_dict(sub, {k: kwargs.pop(k) for k in list(kwargs) if k in own})
-    return cls(**kwargs)
-
-
-def flat_config(cfg: Any) -> dict[str, Any]:
-    """A config as the flat dict `config_from_dict` takes back (what params, checkpoints and model files hold)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        out |= flat_config(value) if f.metadata.get("nested") else {f.name: value}
-    return out
-
-
-def check_config_values(cfg: Any, limits: dict[str, tuple[float, float]], choices: dict[str, tuple]) -> None:
-    """Types, choices and inclusive limits of a config dataclass (both trainables'): the first bad value is a
-    ValueError naming the key, in one line, since a study checks every config in its driver before it starts.
-    Whole numbers given as floats (32.0 from a JSON file) become ints."""
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(map(str, allowed))}")
-    for f in dataclasses.fields(cfg):
-        value, kind = getattr(cfg, f.name), str(f.type)
-        if f.metadata.get("nested") or (value is None and "None" in kind):
-            continue
-        if kind.startswith(("int", "float")):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{f.name}={value!r}: expected a number")
-            if not math.isfinite(value):
-                raise ValueError(f"{f.name}={value!r}: must be finite")
-            if kind.startswith("int"):
-                if not float(value).is_integer():
-                    raise ValueError(f"{f.name}={value!r}: expected a whole number")
-                object.__setattr__(cfg, f.name, int(value))
-        elif kind == "bool" and not isinstance(value, bool):
-            raise ValueError(f"{f.name}={value!r}: expected true or false")
-        elif kind.startswith("str") and not isinstance(value, str):
-            raise ValueError(f"{f.name}={value!r}: expected a string")
-    for key, (lo, hi) in limits.items():
-        values = getattr(cfg, key, None)
-        for value in (values if isinstance(values, tuple) else [values]):
-            if value is not None and not lo <= value <= hi:
-                raise ValueError(f"{key}={values!r}: outside the limits [{lo:g}, {hi:g}]")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -285,6 +203,58 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
     return load_safely(path)
+
+
+# ----------------------------------------------------------------------------------------------- the epoch loop
+# Both built-in fits, and any plugin that likes, run: state = resume_state(...); restore their own part of it;
+# for epoch in epochs_to_run(cfg, state): train, evaluate, tracker.update, metrics; if end_epoch(...): break.
+def resume_state(resume_from: str | os.PathLike | None, cfg: Any, resumable: Collection[str]) -> dict[str, Any] | None:
+    """The checkpoint `end_epoch` wrote in `resume_from` (None without one), refused if its config was another.
+
+    Why: a resumed run continues the checkpoint's curve; under another model, learning rate or data it would
+    report a curve that no config produced. Only the `resumable` keys may differ (those that change no epoch
+    already run: the budget, the device, patience, ...); a key the checkpoint lacks is not compared."""
+    if resume_from is None:
+        return None
+    state = load_checkpoint(resume_from)
+    saved, now = state["config"], flat_config(cfg)
+    changed = sorted(k for k, v in saved.items() if k not in resumable and now.get(k) != v)
+    if changed:
+        diffs = ", ".join(f"{k} ({saved[k]!r}, now {now.get(k)!r})" for k in changed)
+        may = f"only {', '.join(sorted(resumable))} may change on resume" if resumable else "nothing may change"
+        raise ValueError(f"{resume_from}: checkpoint was written with different {diffs}; {may}")
+    return state
+
+
+def epochs_to_run(cfg: Any, state: dict[str, Any] | None) -> range:
+    """1..cfg.epochs, or from the epoch after the checkpoint's (empty when it was the last)."""
+    return range(state["epoch"] + 1 if state is not None else 1, cfg.epochs + 1)
+
+
+def end_epoch(epoch: int, metrics: dict[str, Any], tracker: BestEpochs, cfg: Any, state: dict[str, Any], *,
+              checkpoint_dir: str | os.PathLike | None, report: Report | None,
+              before_report: Callable[[bool], dict[str, Any]] | None = None) -> bool:
+    """Close an epoch in the order the contract needs: mark an early stop in `metrics`, write the checkpoint, then
+    report; True when the run stops here (`tracker`'s patience ran out).
+
+    Why one function: the study's wrapper hands `checkpoint_dir` to Tune inside `report`, so a report sent before
+    its checkpoint pairs the epoch with the previous epoch's state; a run resumed from it would repeat an epoch.
+    The checkpoint holds `epoch`, `metrics`, the flat `config` (what `resume_state` compares), the tracker's `best`
+    and the trainable's own `state` (weights, optimizer, RNG states: tensors and plain values only, see `plain`;
+    under other keys than those four).
+    `before_report(stop)` returns metrics for the report (and `metrics`) but not the checkpoint: the VAE scores
+    its test images with the best weights there, which must not replace the epoch's own weights in the file."""
+    stop = tracker.stop(epoch)
+    if stop:
+        metrics[EARLY_STOPPED] = 1.0
+    if checkpoint_dir is not None:
+        save_checkpoint(checkpoint_dir, epoch=epoch, metrics=metrics, config=flat_config(cfg), best=tracker.state(),
+                        **state)
+    if before_report is not None:
+        metrics.update(before_report(stop))
+    if report is not None:
+        report(dict(metrics))
+    return stop
 
 
 def write_json(folder: str | os.PathLike, name: str, obj: Any) -> None:

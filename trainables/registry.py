@@ -1,77 +1,127 @@
-"""What a trainable is, and the names a study writes and analysis reads: each defined here once.
+"""Where trainables come from: the built-ins, installed packages' entry points, and `module:attribute` references.
 
-`study/` (the writer) and `analysis/` (the reader) both import this module, since neither may import the
-other. A trainable's one name is the same in the CLI, study files, MLflow tags, Optuna study names, Tune
-folders and the report.
+One loader for all three, so a built-in is registered exactly as a plugin is: a `Trainable` object at a
+`module:attribute` address. Nothing is imported until a trainable is asked for, so listing names or checking a
+study file's other keys loads no model library.
+
+- `trainable = "NAME"` in a study file: a built-in (`BUILTINS`), else an installed package's entry point in the
+  group `study.trainables` (`[project.entry-points."study.trainables"] NAME = "pkg.module:TRAINABLE"`).
+- `trainable = "module:attribute"`: a module beside the study file (its folder is importable: `my_model.py`
+  next to `my-study.toml` needs no install), or any importable module.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
 
-from trainables import sequence, vae
-from trainables.common import (BEST_EPOCH, CONFUSION, CURVE_PREFIX, EARLY_STOPPED, END_TIME, EVAL_TIME,  # noqa: F401
-                               IMAGES, MODEL, PREDICTIONS, SUMMARY, curve, flat_config)
+from trainables.trainable import Trainable, TrainableError
+
+BUILTINS = {"covid": "trainables.sequence:TRAINABLE", "vae": "trainables.vae:TRAINABLE"}
+ENTRY_POINT_GROUP = "study.trainables"
+
+
+class PluginError(ValueError):
+    """A trainable reference that does not resolve or does not fit; `str()` is one line."""
 
 
 @dataclass(frozen=True)
-class Trainable:
-    """One trainable: its config class (`from_dict`), its train function, its objective and its artefacts."""
+class Found:
+    """A resolved trainable and where it came from: "built-in", "entry point (DIST)" or "file (PATH)"."""
 
-    name: str
-    config_cls: Any
-    train: Callable[..., dict]
-    metric: str                     # what a study chooses on (validation, never test)
-    mode: str                       # "max" | "min"
-    artifacts: tuple[str, ...]      # files its `train` writes into artifact_dir
-
-    def full_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Every config value a trial runs with, defaults included (flat keys), so params describe it whole."""
-        return flat_config(self.config_cls.from_dict(config))
+    trainable: Trainable
+    source: str
+    ship: Path | None = None   # the module's file or package folder, for Ray's runtime environment (file plugins)
 
 
+def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
-TRAINABLES: dict[str, Trainable] = {
-    "covid": Trainable("covid", sequence.SequenceConfig, sequence.train, "val_acc", "max",
-                       (SUMMARY, CONFUSION, PREDICTIONS, MODEL)),
-    "vae": Trainable("vae", vae.VAEConfig, vae.train, "val_neg_elbo", "min", (SUMMARY, IMAGES, MODEL)),
-}
+
+def names() -> list[str]:
+    """Every trainable name a study file may give (built-ins first)."""
+    return [*BUILTINS, *(n for n in sorted(entry_points()) if n not in BUILTINS)]
 
 
 def get(name: str) -> Trainable:
-    if name not in TRAINABLES:
-        raise KeyError(f"unknown trainable {name!r}; choose from {', '.join(TRAINABLES)}")
-    return TRAINABLES[name]
+    """A trainable by name (a built-in or an entry point)."""
+    return find(name).trainable
 
 
-# ------------------------------------------------------------------------------ files of a study folder
-STUDY_STATE = "study.json"        # what `study run` was asked, the MLflow parent run, the parts done
-STUDY_FILE = "study.toml"         # the study file it ran with (a copy; `study resume` and the report read it)
-OPTUNA_DB = "optuna.db"           # the Optuna studies, one per part, named after the trainable
-MLFLOW_DB = "mlflow.db"           # the embedded MLflow store (unless --mlflow-uri names another)
-SUMMARY_FILE = "summary.json"     # each part's summary, for scripts
-ARTIFACTS = "artifacts"           # the MLflow artefact root of an embedded store
-RUN_RESULTS = "results"           # a trial run's artefact folder (the trainable's `artifacts`)
+def find(ref: str, base_dir: str | Path | None = None) -> Found:
+    """Resolve `NAME` or `module:attribute` (imported with `base_dir` importable first); PluginError if it does
+    not resolve or is not a valid Trainable."""
+    if not isinstance(ref, str) or not ref:
+        raise PluginError(f"{ref!r}: give a trainable's name or module:attribute")
+    if ":" not in ref:
+        if ref in BUILTINS:
+            return Found(_load(BUILTINS[ref], None), "built-in")
+        eps = entry_points()
+        if ref not in eps:
+            raise PluginError(f"{ref!r}: no such trainable; choose from {', '.join(names())}, or give module:attribute")
+        ep = eps[ref]
+        dist = ep.dist.name if ep.dist is not None else "?"
+        found = Found(_load(ep.value, None), f"entry point ({dist})")
+        if found.trainable.name != ref:
+            raise PluginError(f"{ref!r}: the entry point's Trainable is named {found.trainable.name!r}")
+        return found
+    ship = local_module(ref, base_dir)
+    return Found(_load(ref, base_dir), f"file ({ship})" if ship else "module", ship)
 
-# ------------------------------------------------------------------------------ MLflow tags
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_TAG = "ray.trial_id"
-NODE_TAG = "ray.node_id"
-TRAINABLE_TAG = "trainable"       # a trainable's name, or BASELINE
-GROUP_TAG = "group"               # "fixed" | "search"
-DATA_HASH_TAG = "data_hash"
-COMMIT_TAG = "git_commit"
-ERROR_TAG = "error"
-TRACEBACK_TAG = "error_traceback"
-STOPPED_TAG = "stopped_early"     # why a trial ended before its last epoch
-BASELINE = "baseline"             # TRAINABLE_TAG of a baseline run
-BASELINE_TAG = "study.baseline"   # which baseline
-KIND_TAG = "study.kind"           # parent run: what `study run` was given (covid, vae, homework, a file)
-PRESET_TAG = "study.preset"
-STORAGE_TAG = "study.storage"     # parent run: the study folder
-SPACE_TAG = "study.space."        # + trainable: JSON {space: {name: Optuna distribution JSON}, metric, mode}
-# Keys a study adds to a trial's config that are not the trainable's own.
-STUDY_KEYS = (GROUP_TAG,)
-# Optuna trial user attributes
-RAY_TRIAL_ATTR = "ray_trial_id"
-GROUP_ATTR = GROUP_TAG
+
+def local_module(ref: str, base_dir: str | Path | None) -> Path | None:
+    """The file (`top.py`) or package folder (`top/`) of the reference's top-level module inside base_dir."""
+    if base_dir is None:
+        return None
+    top = ref.split(":", 1)[0].split(".", 1)[0]
+    for path in (Path(base_dir) / f"{top}.py", Path(base_dir) / top):
+        if path.is_file() or (path / "__init__.py").is_file():
+            return path.resolve()
+    return None
+
+
+def _load(ref: str, base_dir: str | Path | None) -> Trainable:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise PluginError(f"{ref!r}: expected module:attribute")
+    ship = local_module(ref, base_dir)
+    if ship is not None:
+        _importable(ship.parent, module_name.split(".", 1)[0])
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            where = f" (nor in {Path(base_dir).resolve()})" if base_dir is not None else ""
+            raise PluginError(f"{ref!r}: no module named {err.name!r}{where}") from None
+        raise PluginError(f"{ref!r}: importing {module_name} failed: {err}") from None
+    except SyntaxError as err:
+        raise PluginError(f"{ref!r}: {err.filename}:{err.lineno}: syntax error: {err.msg}") from None
+    except TrainableError as err:  # its Trainable(...) broke the contract as the module was imported
+        raise PluginError(f"{ref!r}: not a valid Trainable: {err}") from None
+    if not hasattr(module, attr):
+        raise PluginError(f"{ref!r}: module {module_name} has no attribute {attr!r}")
+    found = getattr(module, attr)
+    if not isinstance(found, Trainable):
+        raise PluginError(f"{ref!r}: is a {type(found).__name__}, not a trainables.Trainable "
+                          "(build it with `from trainables import Trainable`)")
+    return found
+
+
+def _importable(folder: Path, top: str) -> None:
+    """Put `folder` first on sys.path, and forget a module of the same top-level name imported from elsewhere
+    (two study folders may each hold a `my_model.py`)."""
+    folder_text = str(folder)
+    if folder_text in sys.path:
+        sys.path.remove(folder_text)
+    sys.path.insert(0, folder_text)
+    loaded = sys.modules.get(top)
+    where = getattr(loaded, "__file__", None)
+    if loaded is not None and (where is None or Path(where).resolve().parent not in (folder, folder / top)):
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "Found", "PluginError", "TrainableError", "find", "get", "names"]

@@ -38,11 +38,13 @@ from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
 from trainables.common import (
-    BEST_EPOCH, CONFUSION, EARLY_STOPPED, END_TIME, EVAL_TIME, NESTED, PREDICTIONS, SUMMARY, BestEpochs, Report,
-    check_config_values, check_finite, config_from_dict, curve, flat_config, load_checkpoint, rng_state,
-    save_checkpoint, save_model, seed_everything, set_rng_state, start_fit, write_json,
+    BEST_EPOCH, CONFUSION, END_TIME, EVAL_TIME, MODEL, NESTED, PREDICTIONS, SUMMARY, BestEpochs, Report,
+    check_config_values, check_finite, config_from_dict, curve, end_epoch, epochs_to_run, resume_state, rng_state,
+    save_model, seed_everything, set_rng_state, start_fit, write_json,
 )
+from trainables.covid_hooks import COVID_HOOKS
 from trainables.sequence_model import StackedClassifier
+from trainables.trainable import Trainable
 
 # Windows per forward pass at evaluation, over all K models: bounded memory; on a CPU small enough that a step's
 # tensors stay in the cache (measured, K=6 GRUs 1x32: 4096 per model took 2.8x as long as 170).
@@ -238,25 +240,20 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
     """Train K = S (x2 with the twin) models on in-memory windows; report each epoch; return the last metrics plus
     the end-of-run results (per-model numbers included), all from each model's best validation epoch."""
     device = start_fit(cfg)
+    state = resume_state(resume_from, cfg, RESUMABLE_CHANGES)
     seed_everything(cfg.data.seed)  # dropout masks; shuffling and initial weights have a generator per model
     x = torch.as_tensor(np.ascontiguousarray(np.asarray(data.x, dtype=np.float32).transpose(1, 0, 2))).to(device)
     y = torch.as_tensor(np.asarray(data.y)).long().to(device)
     stacks = build_stacks(cfg, data, device)
     group = [g for s in stacks for g in s.group]
-    k_all = len(group)
-    tracker = BestEpochs("max", k_all, cfg.patience, cfg.min_delta)
+    tracker = BestEpochs("max", len(group), cfg.patience, cfg.min_delta, **(state["best"] if state else {}))
     # What each model is scored by, updated when it improves: its weights, its numbers, its val/test P(increase).
     best_weights = [{n: t.detach().clone() for n, t in s.model.state_dict().items()} for s in stacks]
     best_probs = [{p: torch.zeros(s.parts[p].shape, device=device) for p in PARTS[1:]} for s in stacks]
     scored: dict[tuple[str, str], np.ndarray] = {}
 
-    start, metrics = 1, {}
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        now = flat_config(cfg)
-        changed = sorted(k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and now.get(k) != v)
-        if changed:
-            raise ValueError(f"{resume_from}: checkpoint was written with different {', '.join(changed)}")
+    metrics: dict = {}
+    if state is not None:
         for i, (stack, saved) in enumerate(zip(stacks, state["stacks"])):
             stack.model.load_state_dict(saved["model"])
             stack.optimizer.load_state_dict(saved["optimizer"])
@@ -264,14 +261,13 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
                 gen.set_state(gen_state)
             best_weights[i] = {n: t.to(device) for n, t in saved["best_weights"].items()}
             best_probs[i] = {p: t.to(device) for p, t in saved["best_probs"].items()}
-        tracker = BestEpochs("max", k_all, cfg.patience, cfg.min_delta, **state["best"])
         scored = {tuple(k.split("/")): np.asarray(v) for k, v in state["scored"].items()}
         set_rng_state(state["rng"], torch.Generator())
-        start, metrics = state["epoch"] + 1, state["metrics"]
+        metrics = state["metrics"]
 
     sizes = {part: torch.tensor([s.parts[part].shape[1] for s in stacks for _ in s.seeds], dtype=torch.float64)
              for part in PARTS}
-    for epoch in range(start, cfg.epochs + 1):
+    for epoch in epochs_to_run(cfg, state):
         t0 = time.perf_counter()
         sums = {f"{part}_{what}": [] for part in PARTS for what in ("loss", "correct")}
         trained = [_train_epoch(stack, x, y, cfg.batch_size) for stack in stacks]
@@ -303,19 +299,11 @@ def fit(cfg: SequenceConfig, data: SequenceData, report: Report | None = None, *
                    BEST_EPOCH: float(tracker.epoch[main].mean()),
                    **{curve(k): v for k, v in _aggregate(per_model, group, data.split).items()},
                    "epoch_time_s": t1 - t0, EVAL_TIME: time.perf_counter() - t1}
-        stop = tracker.stop(epoch)
-        if stop:
-            metrics[EARLY_STOPPED] = 1.0
-        if checkpoint_dir is not None:
-            save_checkpoint(
-                checkpoint_dir, epoch=epoch, metrics=metrics, config=flat_config(cfg), rng=rng_state(torch.Generator()),
-                best=tracker.state(), scored={"/".join(k): v.tolist() for k, v in scored.items()},
-                stacks=[{"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                         "shuffles": [g.get_state() for g in s.shuffles], "best_weights": best_weights[i],
-                         "best_probs": best_probs[i]} for i, s in enumerate(stacks)])
-        if report is not None:
-            report(dict(metrics))
-        if stop:
+        own = {"rng": rng_state(torch.Generator()), "scored": {"/".join(k): v.tolist() for k, v in scored.items()},
+               "stacks": [{"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                           "shuffles": [g.get_state() for g in s.shuffles], "best_weights": best_weights[i],
+                           "best_probs": best_probs[i]} for i, s in enumerate(stacks)]}
+        if end_epoch(epoch, metrics, tracker, cfg, own, checkpoint_dir=checkpoint_dir, report=report):
             break
 
     t0 = time.perf_counter()
@@ -384,13 +372,22 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
     return result
 
 
-def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
+def train(config: SequenceConfig | dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
           artifact_dir=None, data: CovidSource | None = None) -> dict:
-    """The entry point of ARCHITECTURE.md: config dict -> windows from the data layer -> `fit`.
+    """The entry point of the contract (`trainables.Trainable`): config -> windows from the data layer -> `fit`.
 
     `data` is a `CovidSource` a study's driver read once and shares with every trial (re-read by the data layer
     when its date range differs from the config's)."""
-    cfg = SequenceConfig.from_dict(config)
+    cfg = config if isinstance(config, SequenceConfig) else SequenceConfig.from_dict(config)
     windows = build_sequence_data(cfg.data, source=data)
     return fit(cfg, windows, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                artifact_dir=artifact_dir)
+
+
+TRAINABLE = Trainable(
+    name="covid", config=SequenceConfig, train=train, metric="val_acc", mode="max",
+    artifacts=(SUMMARY, CONFUSION, PREDICTIONS, MODEL), **COVID_HOOKS,
+    progress={"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "val_acc_time": "val acc (time)"},
+    test_metrics=("test_acc",), report_section="analysis.section_covid:section",
+    description="RNN/LSTM/GRU classifier of a next-day increase in new COVID-19 cases (homework problem 1)",
+)

@@ -38,10 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from trainables import vae_models
-from trainables.common import (BEST_EPOCH, EARLY_STOPPED, END_TIME, EVAL_TIME, IMAGES, SUMMARY, BestEpochs, Report,
-                               check_config_values, check_finite, config_from_dict, curve, flat_config,
-                               load_checkpoint, load_safely, rng_state, save_checkpoint, save_model, seed_everything,
-                               set_rng_state, start_fit, write_json)
+from trainables.common import (BEST_EPOCH, END_TIME, EVAL_TIME, IMAGES, MODEL, SUMMARY, BestEpochs, Report,
+                               check_config_values, check_finite, config_from_dict, curve, end_epoch, epochs_to_run,
+                               load_safely, resume_state, rng_state, save_model, seed_everything, set_rng_state,
+                               start_fit, write_json)
+from trainables.trainable import Trainable
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
 
@@ -101,6 +102,11 @@ class VAEConfig:
             raise ValueError(f"val_frac={self.val_frac!r}: must be in (0, 1 - test_frac)")
 
     from_dict = classmethod(config_from_dict)
+
+
+# Keys that may change between a checkpoint and its resumption without changing the epochs already run: the budget,
+# where it runs, when it stops, and the end-of-run importance-weighted estimate.
+RESUMABLE_CHANGES = {"epochs", "device", "num_threads", "data_dir", "patience", "min_delta", "iw_samples", "iw_images"}
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -246,6 +252,7 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, val_images: np.ndarray, test_i
     reconstructions stop improving. The test images are scored once, with the best epoch's weights, in the last
     report (the last epoch, or where `patience` stopped the run)."""
     device = start_fit(cfg)
+    state = resume_state(resume_from, cfg, RESUMABLE_CHANGES)
     gen = seed_everything(cfg.seed)
     train_x, val_x, test_x = (_resident(a, cfg, device) for a in (train_images, val_images, test_images))
     model = vae_models.build_vae(cfg.arch, cfg.image_size, cfg.latent_dim, cfg.hidden,
@@ -258,19 +265,15 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, val_images: np.ndarray, test_i
     else:
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         opt = cls(model.parameters(), lr=cfg.lr, fused=True if device.type == "cuda" else None)
-    tracker = BestEpochs("min", 1, cfg.patience, cfg.min_delta)
-    best_weights = _copy(model)
-    first, metrics, scored = 1, {}, {}
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
+    tracker = BestEpochs("min", 1, cfg.patience, cfg.min_delta, **(state["best"] if state else {}))
+    best_weights, metrics, scored = _copy(model), {}, {}
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], gen)
-        best_weights, scored = state["best_weights"], state["scored"]
-        tracker = BestEpochs("min", 1, cfg.patience, cfg.min_delta, **state["best"])
-        first, metrics = state["epoch"] + 1, state["metrics"]
+        best_weights, scored, metrics = state["best_weights"], state["scored"], state["metrics"]
     n = train_x.shape[0]
-    for epoch in range(first, cfg.epochs + 1):
+    for epoch in epochs_to_run(cfg, state):
         t0 = time.perf_counter()
         out = _train_epoch(model, opt, train_x, cfg, gen, fast).tolist()  # the epoch's one host sync
         train_time = time.perf_counter() - t0
@@ -290,20 +293,20 @@ def fit(cfg: VAEConfig, train_images: np.ndarray, val_images: np.ndarray, test_i
         }
         if model.log_sigma is not None:
             metrics[curve("sigma")] = float(model.log_sigma.detach().exp())
-        stop = tracker.stop(epoch)
-        if stop:
-            metrics[EARLY_STOPPED] = 1.0
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch,
-                            rng=rng_state(gen), metrics=metrics, config=flat_config(cfg), best=tracker.state(),
-                            best_weights=best_weights, scored=scored)
-        if stop or epoch == cfg.epochs:  # the last report: the test images, scored once with the best weights
-            model.load_state_dict(best_weights)
-            metrics.update(_numbers("test", evaluate(model, test_x, cfg, fast), cfg))
-        metrics[EVAL_TIME] = time.perf_counter() - t0 - train_time
-        if report is not None:
-            report(dict(metrics))
-        if stop:
+
+        def last_report(stop: bool) -> dict[str, float]:
+            """The last report scores the test images, once, with the best weights; end_epoch asks after the
+            checkpoint, so loading them leaves the epoch's own weights in the file."""
+            test = {}
+            if stop or epoch == cfg.epochs:
+                model.load_state_dict(best_weights)
+                test = _numbers("test", evaluate(model, test_x, cfg, fast), cfg)
+            return {**test, EVAL_TIME: time.perf_counter() - t0 - train_time}
+
+        own = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(gen),
+               "best_weights": best_weights, "scored": scored}
+        if end_epoch(epoch, metrics, tracker, cfg, own, checkpoint_dir=checkpoint_dir, report=report,
+                     before_report=last_report):
             break
     t0 = time.perf_counter()
     model.load_state_dict(best_weights)
@@ -333,24 +336,57 @@ def _numbers(part: str, terms: dict[str, float], cfg: VAEConfig) -> dict[str, fl
             f"{part}_recon": terms["recon"], f"{part}_kl": terms["kl"]}
 
 
-def train(config: dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
+def train(config: VAEConfig | dict, report: Report | None = None, *, checkpoint_dir=None, resume_from=None,
           artifact_dir=None, data=None) -> dict:
-    """The entry point of the study: config dict -> faces (cached by the data layer) -> seeded split -> fit.
+    """The entry point of the contract (`trainables.Trainable`): config -> faces (cached by the data layer) ->
+    seeded split -> fit.
 
     `data` is a FaceSet the caller already loaded (a study sends one through Ray's object store instead of
     every trial reading the cache); it is used when its image size matches the config."""
-    from data.faces import load_faces, split_three
-    from data.location import faces_source, resolve_data_dir
-
-    cfg = VAEConfig.from_dict(config)
+    cfg = config if isinstance(config, VAEConfig) else VAEConfig.from_dict(config)
     faces = data
     if faces is None or faces.images.shape[-1] != cfg.image_size:
-        faces = load_faces(faces_source(resolve_data_dir(cfg.data_dir)), size=cfg.image_size,
-                           resample=cfg.resample, progress=False, max_images=cfg.max_images)
+        faces = load_data(cfg, progress=False)
     images = faces.images if cfg.max_images is None else faces.images[: cfg.max_images]
+    from data.faces import split_three
+
     train_idx, val_idx, test_idx = split_three(len(images), cfg.val_frac, cfg.test_frac, cfg.seed)
     return fit(cfg, images[train_idx], images[val_idx], images[test_idx], report, checkpoint_dir=checkpoint_dir,
                resume_from=resume_from, artifact_dir=artifact_dir, info={"data_hash": faces.source_hash})
+
+
+def load_data(cfg: VAEConfig, progress: bool = True):
+    """The faces at the config's image size (from the cache folder once prepared), read once on a study's driver."""
+    from data.faces import load_faces
+    from data.location import faces_source, resolve_data_dir
+
+    return load_faces(faces_source(resolve_data_dir(cfg.data_dir)), size=cfg.image_size, resample=cfg.resample,
+                      progress=progress, max_images=cfg.max_images)
+
+
+def check_data(cfg: VAEConfig, faces) -> None:
+    """Both sides of the train/test split need an image (fewer images than a batch are fine: one short batch)."""
+    from data.errors import DataError
+    from data.faces import split_indices
+
+    n = len(faces.images) if cfg.max_images is None else min(len(faces.images), cfg.max_images)
+    train_idx, test_idx = split_indices(n, test_frac=cfg.test_frac, seed=cfg.seed)
+    if len(train_idx) and len(test_idx):
+        return
+    least = next(m for m in range(2, 10_000) if all(map(len, split_indices(m, test_frac=cfg.test_frac))))
+    raise DataError(f"{n} image(s) leave the {'test' if len(train_idx) else 'training'} part of a "
+                    f"{1 - cfg.test_frac:.0%}/{cfg.test_frac:.0%} split empty; the VAE needs at least "
+                    f"{least} images", faces.source)
+
+
+TRAINABLE = Trainable(
+    name="vae", config=VAEConfig, train=train, metric="val_neg_elbo", mode="min", artifacts=(SUMMARY, IMAGES, MODEL),
+    load_data=load_data, data_hash=lambda faces: faces.source_hash, check=check_data,
+    progress={"epoch": "epoch", "epoch_train_loss": "objective", "val_neg_elbo": "val -ELBO",
+              "best_epoch": "best epoch"},
+    test_metrics=("test_neg_elbo",), report_section="analysis.section_vae:section",
+    description="Variational autoencoder on 64x64 anime faces, KL term x1/x100/x0 (homework problem 2)",
+)
 
 
 # --------------------------------------------------------------------------- report functions + artefacts

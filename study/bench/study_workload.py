@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from study.bench.timing import BenchRun, Sizes
-from trainables.registry import SUMMARY_FILE
+from trainables.names import SUMMARY_FILE
 
 
 # --------------------------------------------------------------------------------------- shared by studies
@@ -53,7 +53,7 @@ def trial_runs(study_dir: Path) -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     from study.tracking import default_uri
-    from trainables.registry import PARENT_TAG
+    from trainables.names import PARENT_TAG
 
     client = MlflowClient(default_uri(study_dir))
     exp = client.get_experiment_by_name(study_dir.name)
@@ -75,7 +75,7 @@ def runner_side(part, run: BenchRun, name: str, epoch_time: Callable[[dict], flo
     from study.spec import StudySpec
     from study.studyfile import StudyFile
     from study.tracking import default_uri
-    from trainables.registry import TRIAL_TAG
+    from trainables.names import TRIAL_TAG
 
     concurrent, gpus = study_concurrency(run.device)
     study_dir = run.workdir / name
@@ -89,7 +89,7 @@ def runner_side(part, run: BenchRun, name: str, epoch_time: Callable[[dict], flo
     trials = len(part.fixed)
     if rc != 0 or summary["errored"] or summary["trials"] != trials:
         raise RuntimeError(f"bench study did not finish cleanly (exit {rc}): {summary}")
-    results = _trial_results(study_dir / part.trainable)
+    results = _trial_results(study_dir / part.name)
     epochs_s = sum(epoch_time(r) for rs in results.values() for r in rs)
     # Ray's time_this_iter_s runs from one tune.report to the next: beyond the epoch it holds the previous
     # epoch's checkpoint write, MLflow logging and tune.report (and, for the first, the trial's start-up).
