@@ -288,3 +288,13 @@ def test_study_trainables_lists_builtins_and_the_study_files_own(tmp_path, capsy
     toy = rows["toy_model:TRAINABLE"]
     assert toy["source"] == f"file ({tmp_path / 'toy_model.py'})" and toy["config"] == {
         "width": 8, "lr": 0.01, "epochs": 3, "pause": 0.0}
+
+
+def test_a_plugin_setting_of_the_wrong_type_is_one_line(tmp_path, capsys, monkeypatch):
+    """Types are checked from the config's annotations, with or without `from __future__ import annotations`."""
+    path = write_plugin(tmp_path / "project", constants='width = "wide"')
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path), "--storage", str(tmp_path / "studies")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"study: error: {path}: part 1 (toy): constants: width='wide': expected a number", err
+    assert not (tmp_path / "studies").exists()

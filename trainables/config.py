@@ -50,6 +50,16 @@ def flat_config(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def type_name(annotation: Any) -> str:
+    """A field's annotation as its source text ("int", "float | None"), whether or not the module that declares it
+    has `from __future__ import annotations` (without it, `int` is the class, not the string)."""
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 def check_config_values(cfg: Any, limits: dict[str, tuple[float, float]], choices: dict[str, tuple]) -> None:
     """Types, choices and inclusive limits of a config dataclass (both trainables'): the first bad value is a
     ValueError naming the key, in one line, since a study checks every config in its driver before it starts.
@@ -58,7 +68,7 @@ def check_config_values(cfg: Any, limits: dict[str, tuple[float, float]], choice
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(map(str, allowed))}")
     for f in dataclasses.fields(cfg):
-        value, kind = getattr(cfg, f.name), str(f.type)
+        value, kind = getattr(cfg, f.name), type_name(f.type)
         if f.metadata.get("nested") or (value is None and "None" in kind):
             continue
         if kind.startswith(("int", "float")):
