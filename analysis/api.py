@@ -5,12 +5,13 @@ from analysis import open_study
 study = open_study("studies/NAME")            # a study folder; or open_study("NAME", tracking_uri="http://...")
 study.trials      # one row per trial: part, trial_id, group, state, every config value (typed), final metrics
 study.history     # long format: part, trial_id, epoch, metric, value
-study.baselines   # one row per (data setting, baseline, scored split) of the COVID part
+study.baselines   # one row per baseline run (data setting, baseline, scored split) of a part that has them
 study.chosen("covid")   # the chosen trial's row, its test numbers and the baselines on the same windows
 ```
-Columns and units: docs/ANALYSIS.md. The numbers are the report's: the same loader (`analysis.results`) and the
-same choice (`covid_runs.best_sequence_run`, the part's objective on validation). Read-only: it opens a study
-while it runs, without its lock.
+Any part, built-in or plugin: nothing here imports a trainable (so no torch), the part, its objective and the
+types of its settings come from what the study logged. Columns and units: docs/ANALYSIS.md. The numbers are the
+report's: the same loader (`analysis.results`) and the same choice (`StudyResults.chosen`, the best on the part's
+objective, a validation number). Read-only: it opens a study while it runs, without its lock.
 """
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from analysis import covid_runs, vae_runs
+from analysis import covid_runs
 from analysis.results import RunInfo, StudyResults, load_study
 from data.errors import DataError
-from trainables import registry
-from trainables.registry import (BASELINE, BASELINE_TAG, MLFLOW_DB, OPTUNA_DB, RAY_TRIAL_ATTR, STOPPED_TAG,
-                                 STUDY_STATE, TRIAL_TAG)
+from trainables.names import (BASELINE, BASELINE_TAG, MLFLOW_DB, OPTUNA_DB, RAY_TRIAL_ATTR, STOPPED_TAG, STUDY_STATE,
+                              TEST_PREFIX, TRIAL_TAG)
 
 ID_COLUMNS = ["part", "trial_id", "run_id", "group", "state", "chosen"]
 
@@ -45,22 +45,33 @@ class Study:
     baselines: pd.DataFrame
     results: StudyResults
 
+    def objective(self, part: str) -> tuple[str, str]:
+        """(metric, "max"|"min"): what the part's trials were chosen on, as the study logged it."""
+        return self.results.objective(part)
+
+    def config_keys(self, part: str) -> list[str]:
+        """The config keys the part's trials logged (every value a trial ran with), sorted."""
+        return sorted(set().union(*(r.params for r in self.results.select(part=part))) - set(ID_COLUMNS))
+
     def chosen(self, part: str) -> dict[str, Any]:
-        """The part's chosen trial (its row), the test numbers reported for it, and for covid the baselines on
-        its windows and splits (validation chose none of this: test numbers are reported, not compared)."""
+        """The part's chosen trial (its row), the objective that chose it, the test numbers reported for it and,
+        where the part has baseline runs, the baselines on its data setting (validation chose none of this: test
+        numbers are reported, not compared)."""
         rows = self.trials[(self.trials.part == part) & self.trials.chosen]
         if rows.empty:
             raise DataError(f"no finished {part} trial with its objective yet", self.folder or self.tracking_uri)
         row = rows.iloc[0]
-        config = registry.get(part).full_config({})  # test_frac is a setting, not a test number
-        test = {k: float(row[k]) for k in row.index if k.startswith("test_") and k not in config and pd.notna(row[k])}
-        out: dict[str, Any] = {"trial": row, "metric": registry.get(part).metric, "test": test}
-        if part == "covid":
-            run = next(r for r in self.results.runs if r.run_id == row.run_id)
+        config = set(self.config_keys(part))  # test_frac is a setting, not a test number
+        test = {k: float(row[k]) for k in row.index
+                if k.startswith(TEST_PREFIX) and k not in config and pd.notna(row[k])}
+        out: dict[str, Any] = {"trial": row, "metric": self.objective(part)[0], "test": test}
+        view = self.results.of_part(part)
+        splits = sorted({r.params.get("split", "") for r in view.select(trainable=BASELINE)})
+        if splits:
+            run = next(r for r in view.runs if r.run_id == row.run_id)
             out["baselines"] = pd.DataFrame([
-                {"baseline": name, "split": split, **{k: b.metrics.get(k, math.nan)
-                                                      for k in ("train_acc", "val_acc", "test_acc")}}
-                for split in ("random", "time") for name, b in covid_runs.baselines_at(self.results, run, split).items()])
+                {"baseline": name, "split": split, **b.metrics}
+                for split in splits for name, b in covid_runs.baselines_at(view, run, split).items()])
         return out
 
 
@@ -73,25 +84,28 @@ def open_study(path_or_name: str | Path, storage: str | Path = "studies", tracki
         name = state.get("name") or folder.name
     else:
         name = str(path_or_name)
-    results = load_study(tracking_uri, name)
+    results = load_study(tracking_uri, name, defaults=False)  # what the runs logged: no trainable imported
     if folder is None and results.study_dir:
         folder = Path(results.study_dir)
     results.study_dir = str(folder) if folder else None
     states = _optuna_states(folder)
-    runs = [r for r in [*results.runs, *results.failed] if r.trainable in registry.TRAINABLES]
-    chosen = _chosen_ids(results)
-    rows = [_trial_row(r, states, chosen) for r in runs]
-    trials = pd.DataFrame(rows) if rows else pd.DataFrame(columns=ID_COLUMNS)
-    for col in trials.columns:  # ints stay ints where another part's rows leave the column empty (nullable Int64)
-        values = [row[col] for row in rows if col in row and row[col] is not None]
-        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            trials[col] = trials[col].astype("Int64")
-    history = pd.DataFrame([{"part": r.trainable, "trial_id": r.tags.get(TRIAL_TAG, r.name), "epoch": int(step),
+    runs = [r for r in [*results.runs, *results.failed] if r.trainable and r.trainable != BASELINE]
+    chosen = {c.run_id for c in map(results.chosen, {r.part for r in runs}) if c is not None}
+    configs: dict[str, dict[str, Any]] = {}
+    for part in {r.part for r in runs}:  # typed per part: one part's text setting may be another's number
+        configs |= _typed([r for r in runs if r.part == part])
+    rows = [_trial_row(r, configs[r.run_id], states, chosen) for r in runs]
+    trials = _frame(rows, ID_COLUMNS)
+    history = pd.DataFrame([{"part": r.part, "trial_id": r.tags.get(TRIAL_TAG, r.name), "epoch": int(step),
                              "metric": key, "value": float(value)}
                             for r in runs for key, (steps, values) in sorted(r.history.items()) if key != "epoch"
                             for step, value in zip(steps, values)],
                            columns=["part", "trial_id", "epoch", "metric", "value"])
-    baselines = pd.DataFrame([_baseline_row(r) for r in results.runs if r.trainable == BASELINE])
+    parts = {r.part for r in runs} | {p.name for p in results.parts()}
+    owned = [(part, b) for part in sorted(parts) for b in results.baselines(part)]
+    typed = _typed([b for _, b in owned])
+    baselines = _frame([{"part": part, "baseline": b.tags.get(BASELINE_TAG, b.params.get("baseline")),
+                         **typed[b.run_id], **b.metrics} for part, b in owned], ["part", "baseline"])
     return Study(name=results.name, folder=folder, tracking_uri=tracking_uri, trials=trials, history=history,
                  baselines=baselines, results=results)
 
@@ -117,14 +131,6 @@ def _optuna_states(folder: Path | None) -> dict[str, str]:
             if RAY_TRIAL_ATTR in t.user_attrs}
 
 
-def _chosen_ids(results: StudyResults) -> set[str]:
-    """Run ids of each part's chosen trial, as the report chooses it."""
-    chosen = covid_runs.best_sequence_run(results)
-    ids = {chosen.run_id} if chosen else set()
-    best = vae_runs.chosen(results)
-    return ids | ({best.run_id} if best else set())
-
-
 def _state(run: RunInfo, states: dict[str, str]) -> str:
     found = states.get(run.tags.get(TRIAL_TAG, ""))
     if found:
@@ -136,38 +142,37 @@ def _state(run: RunInfo, states: dict[str, str]) -> str:
     return "PRUNED" if run.tags.get(STOPPED_TAG, "").startswith("scheduler") else "COMPLETE"
 
 
-def typed_config(run: RunInfo) -> dict[str, Any]:
-    """The run's config with each value of its type (params are logged as text; non-strings as JSON)."""
-    defaults = registry.get(run.trainable).full_config({})
-    out = {}
-    for key, default in defaults.items():
-        text = run.params.get(key)
-        if text is None or isinstance(default, str):
-            out[key] = text if text is not None else default
-            continue
+def _typed(runs: list[RunInfo]) -> dict[str, dict[str, Any]]:
+    """The runs' params, each of its type, without importing a trainable (which may be a plugin of another machine,
+    and is torch for the built-ins): a study logs strings as they are and everything else as JSON, so a key whose
+    every value reads as JSON gets those values (ints, floats, booleans, lists), and a key with any other text (a
+    string setting, even where one value looks like a number) stays text. "null" is None."""
+    columns: dict[str, dict[str, Any]] = {}
+    for key in sorted(set().union(*(r.params for r in runs))):
+        texts = {r.run_id: r.params.get(key) for r in runs}
         try:
-            out[key] = json.loads(text)
-        except (json.JSONDecodeError, TypeError):
-            out[key] = text
-        if isinstance(default, float) and isinstance(out[key], int) and not isinstance(out[key], bool):
-            out[key] = float(out[key])
-    return out
+            columns[key] = {i: None if t in (None, "null", "None") else json.loads(t) for i, t in texts.items()}
+        except json.JSONDecodeError:
+            columns[key] = {i: None if t in (None, "null", "None") else t for i, t in texts.items()}
+    return {r.run_id: {k: col[r.run_id] for k, col in columns.items()} for r in runs}
 
 
-def _trial_row(run: RunInfo, states: dict[str, str], chosen: set[str]) -> dict[str, Any]:
+def _frame(rows: list[dict[str, Any]], first: list[str]) -> pd.DataFrame:
+    """Rows as a DataFrame; ints stay ints where other rows leave the column empty (nullable Int64)."""
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=first)
+    for col in frame.columns:
+        values = [row[col] for row in rows if col in row and row[col] is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def _trial_row(run: RunInfo, config: dict[str, Any], states: dict[str, str], chosen: set[str]) -> dict[str, Any]:
     epochs = [int(s[-1]) for s in (steps for steps, _ in run.history.values()) if len(s)]
-    return {"part": run.trainable, "trial_id": run.tags.get(TRIAL_TAG, run.name), "run_id": run.run_id,
+    return {"part": run.part, "trial_id": run.tags.get(TRIAL_TAG, run.name), "run_id": run.run_id,
             "group": run.group, "state": _state(run, states), "chosen": run.run_id in chosen,
-            **typed_config(run),
+            **{k: v for k, v in config.items() if k not in ID_COLUMNS},
             **{k: v for k, v in sorted(run.metrics.items()) if k not in ("epoch", "epoch_time_s")},
             "epochs_run": max(epochs, default=0),
             "train_s": float(run.history["epoch_time_s"][1].sum()) if "epoch_time_s" in run.history else math.nan,
             "start_time": pd.to_datetime(run.start_time, unit="ms")}
-
-
-def _baseline_row(run: RunInfo) -> dict[str, Any]:
-    setting = {k: run.params[k] for k in ("date_range", "seq_len", "trained_split", "split") if k in run.params}
-    if "seq_len" in setting:
-        setting["seq_len"] = int(setting["seq_len"])
-    return {"part": "covid", "baseline": run.tags.get(BASELINE_TAG, run.params.get("baseline")), **setting,
-            **{k: run.metrics.get(k, math.nan) for k in ("train_acc", "val_acc", "test_acc")}}

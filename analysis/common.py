@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -13,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.results import RunInfo  # noqa: E402
-from trainables.registry import BEST_EPOCH, EARLY_STOPPED, curve  # noqa: E402
+from trainables.names import BEST_EPOCH, EARLY_STOPPED, curve  # noqa: E402
 
 CELLS = ("rnn", "lstm", "gru")
 CELL_COLOURS = {"rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c"}
@@ -34,6 +35,23 @@ def save(fig, out_dir: str | Path, name: str) -> Path:
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def draw_figures(figures: list, results, fig_dir: Path) -> dict[str, Path | None]:
+    """Every figure of a section's list `(part, key, caption, function(results, out_dir))`; one the study's data
+    cannot give is None, its reason in results.skipped."""
+    return {key: fn(results, fig_dir) for _part, key, _caption, fn in figures}
+
+
+def figure_block(figures: list, drawn: dict, key: str, results, out_dir: Path, extra: str = ""):
+    """A report block for a drawn figure (path relative to the report), the one-line reason one was not drawn, or
+    None (a figure the section did not try)."""
+    caption = next(c for _p, k, c, _f in figures if k == key) + (f" {extra}" if extra else "")
+    path = drawn.get(key)
+    if path is None:
+        reason = results.skipped.get(key)
+        return ("p", f"[Figure '{key}' not drawn: {reason}]") if reason else None
+    return ("fig", Path(os.path.relpath(path, out_dir)).as_posix(), caption)
 
 
 def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, int]:

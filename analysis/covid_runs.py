@@ -13,7 +13,7 @@ import numpy as np
 from analysis.common import CELLS, best_run, most_common, t_interval
 from analysis.results import RunInfo, StudyResults
 from data.errors import DataError
-from trainables.registry import BASELINE, BASELINE_TAG, SPACE_TAG, SUMMARY
+from trainables.names import BASELINE, BASELINE_TAG, SPACE_TAG, SUMMARY
 
 
 def sequence_runs(results: StudyResults) -> list[RunInfo]:

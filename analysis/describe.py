@@ -28,7 +28,7 @@ def run_config(run: RunInfo):
                 values[key] = text
             if isinstance(default, str) and not isinstance(values[key], str):
                 values[key] = text
-    return found.config_cls.from_dict(values)
+    return found.make_config(values)
 
 
 def _model_text(model) -> str:

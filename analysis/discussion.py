@@ -13,7 +13,7 @@ import numpy as np
 from analysis import covid_runs, discussion_covid, figures_search, vae_runs
 from analysis.common import fmt_num, scored_epoch, short_num
 from analysis.results import StudyResults
-from trainables.registry import PREDICTIONS
+from trainables.names import PREDICTIONS
 
 
 def map_paragraph(results: StudyResults) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 from analysis import covid_runs
 from analysis.common import CELLS, fmt_num, short_num
 from analysis.results import StudyResults
-from trainables.registry import BASELINE
+from trainables.names import BASELINE
 
 BASELINE_NAMES = {"majority": "the majority class", "weekly": "the weekly rule", "logistic": "logistic regression",
                   "boosted_trees": "gradient-boosted trees"}

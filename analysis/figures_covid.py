@@ -15,7 +15,7 @@ from analysis import covid_runs
 from analysis.common import CELL_COLOURS, CELLS, curve_key, mean_curve, plt, save, scored_epoch
 from analysis.results import StudyResults
 from data.errors import DataError
-from trainables.registry import CONFUSION, PREDICTIONS
+from trainables.names import CONFUSION, PREDICTIONS
 
 
 def top_correlated(corr: np.ndarray, n: int = 30) -> np.ndarray:

@@ -21,14 +21,13 @@ import numpy as np
 
 from analysis.common import plt, save
 from analysis.results import RunInfo, StudyResults
-from trainables import registry
-from trainables.registry import GROUP_ATTR, OPTUNA_DB, SPACE_TAG, STOPPED_TAG
+from trainables.names import GROUP_ATTR, OPTUNA_DB, SPACE_TAG, STOPPED_TAG, STUDY_KEYS
 
-NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", *registry.STUDY_KEYS}
+NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", *STUDY_KEYS}
 DIRECTION = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 
 
-def optuna_study(results: StudyResults, trainable: str):
+def optuna_study(results: StudyResults, part: str):
     """The part's Optuna study from the study folder's storage; None for a folder without one."""
     import optuna
 
@@ -40,27 +39,24 @@ def optuna_study(results: StudyResults, trainable: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # skip_table_creation: a reader never writes, not even the schema
     storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", skip_table_creation=True)
-    if trainable not in optuna.get_all_study_names(storage):
+    if part not in optuna.get_all_study_names(storage):
         return None
-    return optuna.load_study(study_name=trainable, storage=storage)
+    return optuna.load_study(study_name=part, storage=storage)
 
 
-def objective(results: StudyResults, trainable: str, study=None) -> tuple[str, str]:
+def objective(results: StudyResults, part: str, study=None) -> tuple[str, str]:
     """(metric, 'maximize'|'minimize') the search optimised: from the Optuna storage, else the study.space tag."""
-    study = study if study is not None else optuna_study(results, trainable)
+    study = study if study is not None else optuna_study(results, part)
     if study is not None and study.user_attrs.get("metric"):
         return study.user_attrs["metric"], study.direction.name.lower()
-    logged = json.loads(results.parent_tags.get(SPACE_TAG + trainable) or "{}")
-    if logged.get("metric") and logged.get("mode") in DIRECTION:
-        return logged["metric"], DIRECTION[logged["mode"]]
-    found = registry.get(trainable)
-    return found.metric, DIRECTION[found.mode]
+    metric, mode = results.objective(part)
+    return metric, DIRECTION[mode]
 
 
-def search_trials(results: StudyResults, trainable: str) -> list[RunInfo]:
+def search_trials(results: StudyResults, part: str) -> list[RunInfo]:
     """Every finished trial of the Optuna study, as MLflow runs: the fixed runs first (enqueued), then the search."""
-    metric = objective(results, trainable)[0]
-    runs = [r for r in results.select(trainable=trainable) if r.group in ("fixed", "search")]
+    metric = objective(results, part)[0]
+    runs = [r for r in results.select(part=part) if r.group in ("fixed", "search")]
     return [r for r in runs if np.isfinite(r.metrics.get(metric, math.nan))]
 
 
@@ -76,12 +72,12 @@ def _number(text: str):
         return float(text)
 
 
-def logged_space(results: StudyResults, trainable: str) -> dict | None:
+def logged_space(results: StudyResults, part: str) -> dict | None:
     """The Optuna distributions the study logged on its parent run (tag study.space.<part>); None when it logged
     none, or (an older store) tuples instead of Optuna's JSON: then they are inferred from the values."""
     from optuna.distributions import json_to_distribution
 
-    space = json.loads(results.parent_tags.get(SPACE_TAG + trainable) or "{}").get("space")
+    space = json.loads(results.parent_tags.get(SPACE_TAG + part) or "{}").get("space")
     if not space or not all(isinstance(v, str) for v in space.values()):
         return None
     return {name: json_to_distribution(text) for name, text in space.items()}
@@ -114,14 +110,14 @@ def infer_distributions(runs: list[RunInfo]) -> dict:
     return out
 
 
-def rebuild_study(results: StudyResults, trainable: str):
+def rebuild_study(results: StudyResults, part: str):
     """An in-memory Optuna study with one COMPLETE trial per finished run, in start order (older study folders)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    metric, direction = objective(results, trainable)
-    runs = search_trials(results, trainable)
-    dists = logged_space(results, trainable) or infer_distributions(runs)
+    metric, direction = objective(results, part)
+    runs = search_trials(results, part)
+    dists = logged_space(results, part) or infer_distributions(runs)
     study = optuna.create_study(direction=direction)
     for r in runs:
         params = {k: _choice(d.choices, r.params[k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
@@ -131,14 +127,14 @@ def rebuild_study(results: StudyResults, trainable: str):
     return study, runs
 
 
-def param_importances(results: StudyResults, trainable: str) -> dict[str, float]:
+def param_importances(results: StudyResults, part: str) -> dict[str, float]:
     """fANOVA importances (Optuna's evaluator, fixed seed) over the COMPLETE trials of the Optuna storage where
     the study has one, else of the rebuilt study; empty when fANOVA has nothing to explain: fewer than two
     trials that differ in a parameter of the common search space and in the objective."""
     import optuna
 
-    study = optuna_study(results, trainable)
-    study = rebuild_study(results, trainable)[0] if study is None else study
+    study = optuna_study(results, part)
+    study = rebuild_study(results, part)[0] if study is None else study
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     space = optuna.search_space.intersection_search_space(study.get_trials(deepcopy=False))
     if len({t.value for t in trials}) < 2 or not any(len({repr(t.params[k]) for t in trials}) > 1 for k in space):
@@ -170,21 +166,21 @@ class SearchHistory:
                 + (f" ({', '.join(extra)})" if extra else ""))
 
 
-def search_history(results: StudyResults, trainable: str) -> SearchHistory | None:
+def search_history(results: StudyResults, part: str) -> SearchHistory | None:
     """The history from the Optuna storage, else from the finished MLflow runs; None without any trial."""
     import optuna
 
-    study = optuna_study(results, trainable)
+    study = optuna_study(results, part)
     if study is None:
-        runs = search_trials(results, trainable)
+        runs = search_trials(results, part)
         if not runs:
             return None
-        metric, direction = objective(results, trainable)
+        metric, direction = objective(results, part)
         return SearchHistory(
             metric=metric, direction=direction, values=np.array([r.metrics[metric] for r in runs]),
             state=["PRUNED" if STOPPED_TAG in r.tags else "COMPLETE" for r in runs],
             group=[r.group for r in runs], source="MLflow runs")
-    metric, direction = objective(results, trainable, study)
+    metric, direction = objective(results, part, study)
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     trials = sorted(study.get_trials(deepcopy=False, states=ended), key=lambda t: t.number)
     if not trials:
@@ -204,12 +200,12 @@ def search_history(results: StudyResults, trainable: str) -> SearchHistory | Non
         source="optuna storage")
 
 
-def _history(results: StudyResults, out_dir, trainable: str):
+def fig_search_history(results: StudyResults, out_dir, part: str):
     """The objective of each trial (fixed runs and searched ones) and the best so far."""
-    figure = f"{trainable}_search_history"
-    hist = search_history(results, trainable)
+    figure = f"{part}_search_history"
+    hist = search_history(results, part)
     if hist is None:
-        results.skip(figure, f"no finished {trainable} trials")
+        results.skip(figure, f"no finished {part} trials")
         return None
     y = hist.values
     x = np.arange(1, len(y) + 1)
@@ -231,20 +227,20 @@ def _history(results: StudyResults, out_dir, trainable: str):
         ax.step(x, np.where(np.isfinite(best), best, np.nan), where="post", color="#d62728", label="best so far")
     ax.set_xlabel("trial (Optuna's order: fixed runs first)")
     ax.set_ylabel(f"final {hist.metric} ({hist.direction})")
-    ax.set_title(f"Optuna optimisation history, {trainable}: {hist.title}", fontsize=10)
+    ax.set_title(f"Optuna optimisation history, {part}: {hist.title}", fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, out_dir, f"{figure}.png")
 
 
-def _importance(results: StudyResults, out_dir, trainable: str):
+def fig_search_importance(results: StudyResults, out_dir, part: str):
     """Which searched hyperparameters explain the objective (fANOVA)."""
-    figure = f"{trainable}_search_importance"
-    imp = param_importances(results, trainable)
+    figure = f"{part}_search_importance"
+    imp = param_importances(results, part)
     if not imp:
-        results.skip(figure, f"needs at least two finished {trainable} trials that differ in a searched parameter "
+        results.skip(figure, f"needs at least two finished {part} trials that differ in a searched parameter "
                              "and in the objective")
         return None
-    hist = search_history(results, trainable)
+    hist = search_history(results, part)
     used = [g for g, st in zip(hist.group, hist.state) if st == "COMPLETE"] if hist else []
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
@@ -252,13 +248,14 @@ def _importance(results: StudyResults, out_dir, trainable: str):
     for i, n in enumerate(names):
         ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=9)
     ax.set_xlim(0, max(imp.values()) * 1.2 or 1)
-    ax.set_xlabel(f"fANOVA importance for {objective(results, trainable)[0]}")
-    ax.set_title(f"Parameter importances, {trainable} ({len(used)} finished trials: "
+    ax.set_xlabel(f"fANOVA importance for {objective(results, part)[0]}")
+    ax.set_title(f"Parameter importances, {part} ({len(used)} finished trials: "
                  f"{used.count('fixed')} fixed, {used.count('search')} searched)", fontsize=10)
     return save(fig, out_dir, f"{figure}.png")
 
 
-fig_covid_search_history = partial(_history, trainable="covid")
-fig_covid_search_importance = partial(_importance, trainable="covid")
-fig_vae_search_history = partial(_history, trainable="vae")
-fig_vae_search_importance = partial(_importance, trainable="vae")
+# The built-in sections' figures (analysis.section_covid, section_vae): their parts are named after their trainables.
+fig_covid_search_history = partial(fig_search_history, part="covid")
+fig_covid_search_importance = partial(fig_search_importance, part="covid")
+fig_vae_search_history = partial(fig_search_history, part="vae")
+fig_vae_search_importance = partial(fig_search_importance, part="vae")

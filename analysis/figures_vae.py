@@ -10,7 +10,7 @@ import numpy as np
 
 from analysis import vae_runs
 from analysis.common import plt, save, scored_epoch
-from trainables.registry import curve
+from trainables.names import curve
 from analysis.results import StudyResults
 
 WEIGHT_COLOURS = {1.0: "#1f77b4", 100.0: "#d62728", 0.0: "#2ca02c"}

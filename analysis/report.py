@@ -1,192 +1,70 @@
 """The report folder: index.html (offline: figures beside it, no CDN) and report.md built from the same blocks.
 
-`write_report(results, out_dir)` draws every figure into out_dir/figures, then writes both documents. A figure
-the study's data cannot give is listed with its reason; a code error raises.
+`write_report(results, out_dir)` has each part's section (its trainable's `report_section`, else the generic one)
+draw its figures into out_dir/figures and give its blocks, then writes both documents. A figure the study's data
+cannot give is listed with its reason; a code error raises.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
+import importlib
 import os
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
-from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, vae_runs
-from analysis.common import fmt_num
-from analysis.results import StudyResults
-from trainables.registry import ERROR_TAG, KIND_TAG, PRESET_TAG, STUDY_FILE
+from analysis.results import Part, StudyResults
+from trainables import registry
+from trainables.names import ERROR_TAG, KIND_TAG, PRESET_TAG, STUDY_FILE
 
-# (problem, key, caption, function)
-FIGURES = [
-    ("covid", "corr_all", "Pearson correlation of daily new cases for every pair of countries.", figures_covid.fig_corr_all),
-    ("covid", "corr_top", "The most correlated countries (by mean correlation), clustered.", figures_covid.fig_corr_top),
-    ("covid", "cell_curves", "Train/test accuracy and loss per epoch for RNN, LSTM and GRU.", figures_covid.fig_cell_curves),
-    ("covid", "acc_vs_L", "Final test accuracy against L per cell, random and time split.", figures_covid.fig_acc_vs_L),
-    ("covid", "norm_effect", "Learning curves with and without input normalisation.", figures_covid.fig_norm_effect),
-    ("covid", "confusion", "Confusion matrix of the best model on its test split.", figures_covid.fig_confusion),
-    ("covid", "world_map", "P(increase) on the next, unlabelled day per country (pygal).", figures_covid.fig_world_map),
-    ("covid", "covid_search_history", "Optuna optimisation history of the COVID search.", figures_search.fig_covid_search_history),
-    ("covid", "covid_search_importance", "Parameter importances of the COVID search.", figures_search.fig_covid_search_importance),
-    ("vae", "vae_elbo", "Negative ELBO per epoch for KL weight 1, 100, 0: nats/image and bits/dim.", figures_vae.fig_vae_elbo),
-    ("vae", "vae_terms", "Reconstruction and KL terms per epoch.", figures_vae.fig_vae_terms),
-    ("vae", "vae_reconstructions", "Real held-out images and their reconstructions, per KL weight.", figures_vae.fig_vae_reconstructions),
-    ("vae", "vae_samples", "Samples from the prior, per KL weight.", figures_vae.fig_vae_samples),
-    ("vae", "vae_interpolation", "Interpolation between two real images' latent codes, per KL weight.", figures_vae.fig_vae_interpolation),
-    ("vae", "vae_tradeoff", "KL against reconstruction term over all VAE runs.", figures_vae.fig_vae_tradeoff),
-    ("vae", "vae_search_history", "Optuna optimisation history of the VAE search.", figures_search.fig_vae_search_history),
-    ("vae", "vae_search_importance", "Parameter importances of the VAE search.", figures_search.fig_vae_search_importance),
-]
+GENERIC = "analysis.section_generic:section"  # a part whose trainable names no section, or cannot be imported
 
 
-def draw_figures(results: StudyResults, fig_dir: Path) -> dict[str, Path | None]:
-    """Every figure of the studied problems; one the study's data cannot give is None, its reason in results.skipped."""
-    return {key: fn(results, fig_dir) for problem, key, _caption, fn in FIGURES if results.select(trainable=problem)}
+def section_of(part: Part) -> Callable[..., list]:
+    """The part's report section: its trainable's `report_section` ("module:function") where analysis can import
+    the trainable (a built-in or an installed entry point), else the generic one."""
+    try:
+        ref = registry.get(part.trainable).report_section or GENERIC
+    except registry.PluginError:  # a plugin beside its study file on another machine: what every study logs
+        ref = GENERIC
+    module, _, function = ref.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
-def _fig(figs, key, out_dir, extra: str = ""):
-    caption = next(c for _p, k, c, _f in FIGURES if k == key) + (f" {extra}" if extra else "")
-    path = figs.get(key)
-    if path is None:
-        reason = figs.get("__skipped__", {}).get(key)
-        return ("p", f"[Figure '{key}' not drawn: {reason}]") if reason else None
-    return ("fig", Path(os.path.relpath(path, out_dir)).as_posix(), caption)
+def __getattr__(name: str) -> list:
+    """`FIGURES`: every figure of the built-in trainables' sections, (part, key, caption, function), as a homework
+    report draws them (the tests count them); computed on first use, since it imports the built-ins."""
+    if name != "FIGURES":
+        raise AttributeError(name)
+    return [f for n in registry.BUILTINS for f in importlib.import_module(
+        registry.get(n).report_section.partition(":")[0]).FIGURES]
 
 
-def _map_blocks(figs, out_dir) -> list:
-    """The map with a caption that counts its grey shapes, and the data's countries that pygal cannot draw."""
-    side = out_dir / "figures" / "covid_world_map.json"
-    info = json.loads(side.read_text()) if figs.get("world_map") and side.is_file() else {}
-    extra = ""
-    if "no_data" in info:
-        n = info["no_data"]
-        extra = (f"{n} {'country' if n == 1 else 'countries'} on the map {'has' if n == 1 else 'have'} no data (grey). "
-                 "Hover over a country for its probability and date.")
-    b = [_fig(figs, "world_map", out_dir, extra)]
-    if info.get("unmapped"):
-        b.append(("p", f"Not on pygal's world map (no ISO code or no shape): {', '.join(info['unmapped'])}."))
-    return b
+def part_blocks(results: StudyResults, out_dir: Path) -> list:
+    """Each part's section, drawn into figures/ (figures/<part>/ for a second part of one trainable, whose
+    section names its files as the first one does)."""
+    blocks: list = []
+    for part in results.parts():
+        fig_dir = out_dir / "figures" / ("" if part.name == part.trainable else part.name)
+        blocks += section_of(part)(results.of_part(part.name), part.name, fig_dir, out_dir)
+    return blocks
 
 
-def _covid_blocks(results, figs, out_dir) -> list:
-    b: list = [("h2", "Problem 1: COVID-19, recurrent classifier of a next-day increase")]
-    best = covid_runs.best_sequence_run(results)
-    if best is None:
-        return b + [("p", "This study has no finished COVID (sequence) runs.")]
-    b += [("h3", "Data and preprocessing (from the best run's config)")]
-    b += [("list", describe.sequence_preprocessing(best, covid_runs.summary(best)))]
-    b += [("h3", "Architecture"), ("p", f"Best run {best.name}: {best.param('cell', '?').upper()}, hidden size "
-          f"{best.param('hidden_size')}, {best.param('num_layers')} layer(s), optimiser {best.param('optimizer', 'adam')}, "
-          f"lr {best.param('lr')}, batch {best.param('batch_size')}, {best.param('epochs')} epochs.")]
-    b.append(("pre", describe.sequence_model(best)))
-    b += [("h3", "i. Correlation between countries"), _fig(figs, "corr_all", out_dir), _fig(figs, "corr_top", out_dir)]
-    c = covid_runs.set_c(results)
-    b.append(("h3", "ii. The set C"))
-    if c:
-        rows = [["strategy", c["strategy"]], ["threshold", c["threshold"]], ["size", str(c["size"])]]
-        rows += [["reference", c["reference"]]] if c.get("reference") else []
-        rows += [["min partners", c["min_partners"]]] if c.get("min_partners") else []
-        b.append(("table", ["", "value"], rows))
-        b.append(("p", "Countries: " + ", ".join(c["countries"]) if c["countries"] else
-                  f"The country list was not logged and could not be recomputed: {c.get('error', 'unknown')}"))
-    b += [("h3", "iii. Training and test accuracy"), _fig(figs, "cell_curves", out_dir)]
-    b += [("h3", "iv. RNN vs LSTM vs GRU, and the sequence length L")]
-    rows = covid_runs.acc_vs_L(results)
-    if rows:
-        b.append(("p", "Test accuracy of the single models (mean over seeds, 95% t-interval) and of their seed "
-                       "ensemble (the mean of the seeds' probabilities), each model at its best validation epoch."))
-        b.append(("table", ["cell", "L", "seeds", "test acc (random split)", "95% CI ±", "ensemble", "majority rate",
-                            "test acc (time split)", "95% CI ±", "ensemble (time)", "majority rate (time)"],
-                  [[r.cell.upper(), str(r.seq_len), str(r.n or r.n_time), fmt_num(r.acc_random), fmt_num(r.ci_random),
-                    fmt_num(r.ens_random), fmt_num(r.majority_random), fmt_num(r.acc_time), fmt_num(r.ci_time),
-                    fmt_num(r.ens_time), fmt_num(r.majority_time)]
-                   for r in rows]))
-    b += _baseline_table(results)
-    b += [_fig(figs, "acc_vs_L", out_dir), _fig(figs, "norm_effect", out_dir)]
-    b += [("h3", "Best model"), _fig(figs, "confusion", out_dir)]
-    b += [("h3", "v. Probability of an increase, world map")] + _map_blocks(figs, out_dir)
-    b += [("h3", "Hyperparameter search (Optuna)"), _fig(figs, "covid_search_history", out_dir),
-          _fig(figs, "covid_search_importance", out_dir)]
-    b += [("h3", "vi. Discussion")] + [("p", p) for p in discussion.covid_discussion(results)]
-    return b
-
-
-def _vae_blocks(results, figs, out_dir) -> list:
-    b: list = [("h2", "Problem 2: variational autoencoder on anime faces")]
-    runs = vae_runs.by_weight(results)
-    ref = runs.get(1.0) or next(iter(runs.values()), None) or (results.select(trainable="vae") or [None])[0]
-    if ref is None:
-        return b + [("p", "This study has no finished VAE runs.")]
-    b += [("h3", "i. Preprocessing and architecture (from the KL x1 run's config)"), ("list", describe.vae_preprocessing(ref))]
-    b.append(("pre", describe.vae_model(ref)))
-    choice = discussion.vae_choice(results)
-    b += [("h3", "How the runs are chosen and scored"), ("p", choice)] if choice else []
-    b += [("h3", "ii. Learning curves (vi: KL x100, vii: KL x0 on the same axes)"), _fig(figs, "vae_elbo", out_dir),
-          _fig(figs, "vae_terms", out_dir)]
-    b += _iw_blocks(runs)
-    b += [("h3", "iii. Reconstructions"), _fig(figs, "vae_reconstructions", out_dir)]
-    b += [("h3", "iv. Samples from the prior"), _fig(figs, "vae_samples", out_dir)]
-    b += [("h3", "v. Interpolation in latent space"), _fig(figs, "vae_interpolation", out_dir)]
-    b += [("h3", "KL / reconstruction trade-off and the search"), _fig(figs, "vae_tradeoff", out_dir),
-          _fig(figs, "vae_search_history", out_dir), _fig(figs, "vae_search_importance", out_dir)]
-    b += [("h3", "viii. Discussion: the effect of the KL term")] + [("p", p) for p in discussion.vae_discussion(results)]
-    return b
-
-
-def _baseline_table(results) -> list:
-    """Test accuracy of every baseline at each L of the table above, on the same windows and splits."""
-    by_l = covid_runs.baselines_by_L(results)
-    if not by_l:
-        return []
-    names = ["majority", "weekly", "logistic", "boosted_trees"]
-    rows = [[str(L), split] + [fmt_num(accs.get(n)) if n in accs else "-" for n in names]
-            for L, by_split in sorted(by_l.items()) for split, accs in by_split.items() if accs]
-    return [("p", "Baselines on the same windows and splits (test accuracy; the weekly rule needs L >= 7): the "
-                  "majority class of the training part, the weekly rule, logistic regression and gradient-boosted "
-                  "trees on the window relative to its last day, the last day's level and the weekday."),
-            ("table", ["L", "split", "majority class", "weekly rule", "logistic regression", "gradient-boosted trees"],
-             rows)]
-
-
-def _iw_blocks(runs: dict) -> list:
-    """Per KL weight: the held-out negative ELBO beside the importance-weighted estimate of -log p(x)."""
-    rows = []
-    for w, r in runs.items():
-        iw = vae_runs.iw_results(r)
-        if iw is None:
-            continue
-        gap = iw.get("test_iw_neg_elbo", float("nan")) - iw["test_iw_nll"]
-        n = iw.get("iw_images") or iw.get("n_test")
-        rows.append([vae_runs.weight_label(w), fmt_num(r.metrics.get("test_neg_elbo"), 1),
-                     fmt_num(iw.get("test_iw_neg_elbo"), 1), fmt_num(iw["test_iw_nll"], 1), fmt_num(gap, 1),
-                     fmt_num(r.metrics.get("test_bits_per_dim"), 4), fmt_num(iw.get("test_iw_bits_per_dim"), 4),
-                     str(int(iw["iw_samples"])) if "iw_samples" in iw else "?", str(int(n)) if n else "?"])
-    if not rows:
-        return []
-    lik = next(iter(runs.values())).param("likelihood", "bernoulli")
-    note = ("Bernoulli likelihood on intensities: these nats and bits/dim compare between Bernoulli runs only."
-            if lik == "bernoulli" else "Gaussian likelihood: bits/dim on the 8-bit scale.")
-    return [("h3", "Log-likelihood: ELBO and the importance-weighted bound"),
-            ("p", "Held-out negative ELBO (one sample, closed-form KL) and, at the end of each run, -log p(x) estimated "
-                  "with k importance samples of q(z|x) (IWAE) beside the negative ELBO of the same k samples; "
-                  "IWAE <= ELBO, and the gap is a lower bound on KL(q(z|x) || p(z|x)). " + note),
-            ("table", ["run", "-ELBO (nats/image)", "-ELBO, same k samples", "IWAE -log p(x)", "gap (nats)",
-                       "-ELBO bits/dim", "IWAE bits/dim", "k", "test images"], rows)]
-
-
-def build_blocks(results: StudyResults, figs: dict, out_dir: Path) -> list:
+def build_blocks(results: StudyResults, out_dir: Path) -> list:
     counts = Counter((r.trainable, r.group) for r in results.runs)
     b: list = [("h1", f"Study report: {results.name}")]
-    b.append(("p", f"Kind {results.parent_tags.get(KIND_TAG, '?')}, preset {results.parent_tags.get(PRESET_TAG, '?')}; "
+    preset = results.parent_tags.get(PRESET_TAG)
+    b.append(("p", f"Kind {results.parent_tags.get(KIND_TAG, '?')}" + (f", preset {preset}" if preset else "") + "; "
               f"{len(results.runs)} finished runs (" + ", ".join(f"{n} {t}/{g}" if g else f"{n} {t}" for (t, g), n in sorted(counts.items()))
               + f"), {len(results.failed)} not finished. Tracking store: {results.tracking_uri}. "
               f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."))
     if results.failed:
         b.append(("list", [f"{r.name} ({r.trainable}/{r.group}): {r.status}" + (f", {r.tags[ERROR_TAG]}" if r.tags.get(ERROR_TAG) else "")
                            for r in results.failed]))
-    b += _covid_blocks(results, figs, out_dir) + _vae_blocks(results, figs, out_dir)
+    b += part_blocks(results, out_dir)
     study_file = Path(results.study_dir or "", STUDY_FILE)
     if results.study_dir and study_file.is_file():  # what it searched, its constants and fixed runs
         b += [("h2", "The study as run"), ("p", f"The study file it ran with ({STUDY_FILE}):"),
@@ -302,9 +180,7 @@ def write_report(results: StudyResults, out_dir) -> Path:
     out = Path(out_dir).resolve()
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figs = draw_figures(results, fig_dir)
-    figs["__skipped__"] = results.skipped  # type: ignore[assignment]
-    blocks = build_blocks(results, figs, out)
+    blocks = build_blocks(results, out)
     _write(out / "report.md", to_markdown(blocks))
     index = out / "index.html"
     _write(index, to_html(blocks, f"Study report: {results.name}", out))

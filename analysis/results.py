@@ -6,6 +6,7 @@ child runs tagged `trainable`/`group` with config params, per-epoch metrics (ste
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -17,6 +18,8 @@ import numpy as np
 
 from data.errors import DataError
 from trainables import registry
+from trainables.names import (BASELINE, GROUP_TAG, KIND_TAG, PARENT_TAG, PART_TAG, RUN_RESULTS, SPACE_TAG, STORAGE_TAG,
+                              TRAINABLE_TAG)
 
 SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
 
@@ -38,11 +41,16 @@ class RunInfo:
 
     @property
     def trainable(self) -> str:
-        return self.tags.get(registry.TRAINABLE_TAG, "")
+        return self.tags.get(TRAINABLE_TAG, "")
+
+    @property
+    def part(self) -> str:
+        """The part of the study the run belongs to (stores from before named parts: its trainable)."""
+        return self.tags.get(PART_TAG) or self.trainable
 
     @property
     def group(self) -> str:
-        return self.tags.get(registry.GROUP_TAG, "")
+        return self.tags.get(GROUP_TAG, "")
 
     def param(self, key: str, default: str | None = None) -> str | None:
         value = self.params.get(key, default)
@@ -54,6 +62,21 @@ class RunInfo:
             return float(self.params[key])
         except (KeyError, TypeError, ValueError):
             return default
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a study: its name (MLflow tag `study.part`, the Optuna study's name), its trainable's name, and
+    the objective it was chosen on (None in stores from before the study logged it)."""
+
+    name: str
+    trainable: str
+    metric: str | None
+    mode: str | None
+
+
+# Params of a baseline run that are not its data setting.
+BASELINE_OWN = {"baseline", "split", "trained_split"}
 
 
 @dataclass
@@ -70,10 +93,57 @@ class StudyResults:
     study_dir: str | None = None  # the study folder (its Optuna storage); None when not on this machine
     skipped: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
 
-    def select(self, trainable: str | None = None, group: str | None = None, **params: str) -> list[RunInfo]:
-        """Finished runs by tag and by exact param values (compared as strings, as logged)."""
+    def select(self, trainable: str | None = None, group: str | None = None, part: str | None = None,
+               **params: str) -> list[RunInfo]:
+        """Finished runs by tag and by exact param values (compared as strings, as logged); `part`: its trials."""
         return [r for r in self.runs if (not trainable or r.trainable == trainable) and (not group or r.group == group)
+                and (not part or (r.part == part and r.trainable != BASELINE))
                 and all(r.params.get(k) == str(v) for k, v in params.items())]
+
+    def parts(self) -> list[Part]:
+        """The study's parts: those whose runs exist (in start order), then those only the parent run names."""
+        spaces = {k[len(SPACE_TAG):]: json.loads(v or "{}") for k, v in self.parent_tags.items() if k.startswith(SPACE_TAG)}
+        names = {r.part: r.trainable for r in sorted([*self.runs, *self.failed], key=lambda r: r.start_time)
+                 if r.trainable and r.trainable != BASELINE}
+        names |= {n: s.get("trainable") or n for n, s in spaces.items() if n not in names}
+        return [Part(n, t, spaces.get(n, {}).get("metric"), spaces.get(n, {}).get("mode")) for n, t in names.items()]
+
+    def objective(self, part: str) -> tuple[str, str]:
+        """(metric, "max"|"min") the part's trials are chosen on: as the study logged it with the part's space; a
+        store from before that asks the trainable (importing it)."""
+        found = next((p for p in self.parts() if p.name == part), None)
+        if found is not None and found.metric and found.mode in ("max", "min"):
+            return found.metric, found.mode
+        trainable = found.trainable if found is not None else part
+        try:
+            plugin = registry.get(trainable)
+        except registry.PluginError as err:
+            raise DataError(f"part {part!r} has no objective logged (tag {SPACE_TAG}{part}) and its trainable cannot "
+                            f"be imported here: {err}", self.tracking_uri) from None
+        return plugin.metric, plugin.mode
+
+    def chosen(self, part: str) -> RunInfo | None:
+        """The part's chosen trial: the best final value of its objective among its finished runs (not the failed
+        ones); the report describes it and `open_study` marks it. None before a run has the objective."""
+        runs = self.select(part=part)
+        if not runs:
+            return None
+        metric, mode = self.objective(part)
+        scored = [r for r in runs if math.isfinite(r.metrics.get(metric, math.nan))]
+        return (max if mode == "max" else min)(scored, key=lambda r: r.metrics[metric], default=None)
+
+    def baselines(self, part: str) -> list[RunInfo]:
+        """The part's baseline runs: tagged with it, or (stores from before named parts) untagged ones whose data
+        setting is among the params its trials logged."""
+        keys = set().union(*(r.params for r in self.select(part=part)))
+        return [r for r in self.select(trainable=BASELINE) if r.tags.get(PART_TAG) == part
+                or (PART_TAG not in r.tags and set(r.params) - BASELINE_OWN <= keys)]
+
+    def of_part(self, part: str) -> StudyResults:
+        """The study as one part sees it: its trials and its baselines (a report section's input). `skipped` is
+        shared, so a figure the section cannot draw is named in the whole report."""
+        return dataclasses.replace(self, runs=[*self.select(part=part), *self.baselines(part)],
+                                   failed=[r for r in self.failed if r.part == part])
 
     def skip(self, figure: str, reason: str) -> None:
         """Record why a figure is missing so the report can say so instead of silently dropping it."""
@@ -92,18 +162,21 @@ def config_defaults(trainable: str) -> dict[str, str]:
     """The trainable's config defaults, logged-style (JSON for non-strings): a run that did not log a key used these.
 
     study/ logs the config dict it passed, which may leave out keys the trainable filled from its defaults."""
-    defaults = registry.get(trainable).full_config({})
+    try:
+        defaults = registry.get(trainable).full_config({})
+    except registry.PluginError:  # a plugin of another machine (a file beside its study file): what it logged
+        return {}
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in defaults.items()}
 
 
 def _artifacts(client, run, cache: Path) -> dict[str, Path]:
     """Artefacts under results/: used in place for a local store, else downloaded (weights skipped)."""
     uri = urlparse(run.info.artifact_uri)
-    root = Path(unquote(uri.path)) / registry.RUN_RESULTS
+    root = Path(unquote(uri.path)) / RUN_RESULTS
     if uri.scheme in ("", "file") and root.is_dir():
         return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
     found: dict[str, Path] = {}
-    for item in client.list_artifacts(run.info.run_id, registry.RUN_RESULTS):  # [] when the run has none
+    for item in client.list_artifacts(run.info.run_id, RUN_RESULTS):  # [] when the run has none
         if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
             continue
         dst = cache / run.info.run_id
@@ -132,13 +205,17 @@ def find_experiment(client, study_name: str | None):
             raise DataError(f"no study named {study_name!r}; the store has: {', '.join(names) or 'none'}", client.tracking_uri)
         return exp
     for exp in client.search_experiments(order_by=["creation_time DESC"]):
-        if client.search_runs([exp.experiment_id], f"tags.`{registry.KIND_TAG}` != ''", max_results=1):
+        if client.search_runs([exp.experiment_id], f"tags.`{KIND_TAG}` != ''", max_results=1):
             return exp
-    raise DataError(f"no study in this store (no experiment with a run tagged {registry.KIND_TAG})", client.tracking_uri)
+    raise DataError(f"no study in this store (no experiment with a run tagged {KIND_TAG})", client.tracking_uri)
 
 
-def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str | Path | None = None) -> StudyResults:
-    """Read a study (newest when no name is given) with every child run's params, metrics, curves and artefacts."""
+def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str | Path | None = None,
+               defaults: bool = True) -> StudyResults:
+    """Read a study (newest when no name is given) with every child run's params, metrics, curves and artefacts.
+
+    `defaults`: fill the config keys a run did not log (older stores) from its trainable's defaults, which imports
+    the trainable (torch for the built-ins); a trainable this machine cannot import fills none."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -148,15 +225,16 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     while page.token:
         page = client.search_runs([exp.experiment_id], max_results=1000, page_token=page.token)
         all_runs.extend(page)
-    parents = [r for r in all_runs if registry.KIND_TAG in r.data.tags and registry.PARENT_TAG not in r.data.tags]
+    parents = [r for r in all_runs if KIND_TAG in r.data.tags and PARENT_TAG not in r.data.tags]
     parents.sort(key=lambda r: r.info.start_time or 0)
     parent_ids = {r.info.run_id for r in parents}
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="study-report-"))
     runs, failed = [], []
-    defaults = {t: config_defaults(t) for t in registry.TRAINABLES}
+    trainables = {r.data.tags.get(TRAINABLE_TAG) for r in all_runs} - {None, "", BASELINE}
+    defaults = {t: config_defaults(t) for t in sorted(trainables)} if defaults else {}
     for r in all_runs:
         tags = dict(r.data.tags)
-        if tags.get(registry.PARENT_TAG) not in parent_ids and registry.TRAINABLE_TAG not in tags:
+        if tags.get(PARENT_TAG) not in parent_ids and TRAINABLE_TAG not in tags:
             continue
         if r.info.run_id in parent_ids:
             continue
@@ -166,7 +244,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
             status=r.info.status,
             start_time=r.info.start_time or 0,
             tags=tags,
-            params={**defaults.get(tags.get(registry.TRAINABLE_TAG, ""), {}), **r.data.params},
+            params={**defaults.get(tags.get(TRAINABLE_TAG, ""), {}), **r.data.params},
             metrics=dict(r.data.metrics),
             logged_params=dict(r.data.params),
         )
@@ -179,7 +257,7 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     runs.sort(key=lambda r: (r.start_time, r.name))
     parent_tags = dict(parents[-1].data.tags) if parents else {}
     # The study folder the parent run names (tag study.storage), when this machine sees it.
-    folder = parent_tags.get(registry.STORAGE_TAG)
+    folder = parent_tags.get(STORAGE_TAG)
     return StudyResults(
         name=exp.name,
         tracking_uri=tracking_uri,

@@ -10,7 +10,7 @@ import numpy as np
 from analysis.common import best_run
 from analysis.results import RunInfo, StudyResults
 from trainables import registry
-from trainables.registry import IMAGES, SUMMARY
+from trainables.names import IMAGES, SUMMARY
 
 HOMEWORK_WEIGHTS = (1.0, 100.0, 0.0)
 

@@ -50,26 +50,24 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def summary(study: Any, top: int) -> dict[str, Any]:
-    """Per part: counts by state, the top trials on the objective with the settings that vary, the choice."""
-    from trainables import registry
-
+    """Per part (built-in or plugin): counts by state, the top trials on the objective the study logged for it,
+    with the settings that vary, and the choice. Reads only what the study logged: no trainable is imported."""
     out: dict[str, Any] = {"name": study.name, "parts": {}}
     for part, trials in study.trials.groupby("part", sort=False):
-        found = registry.get(part)
-        config = registry.get(part).full_config({})
-        varying = [c for c in config if c in trials and c not in NOT_PARAMS
+        metric, mode = study.objective(part)
+        varying = [c for c in study.config_keys(part) if c in trials and c not in NOT_PARAMS
                    and trials[c].astype(str).nunique() > 1]
-        ranked = trials.dropna(subset=[found.metric]) if found.metric in trials else trials.iloc[0:0]
-        ranked = ranked.sort_values(found.metric, ascending=found.mode == "min").head(top)
-        cols = ["trial_id", "group", "state", found.metric, f"{found.metric}_std", *varying, "epochs_run"]
+        ranked = trials.dropna(subset=[metric]) if metric in trials else trials.iloc[0:0]
+        ranked = ranked.sort_values(metric, ascending=mode == "min").head(top)
+        cols = ["trial_id", "group", "state", metric, f"{metric}_std", *varying, "epochs_run"]
         info: dict[str, Any] = {
             "states": {k: int(v) for k, v in trials.state.value_counts().items()},
-            "metric": found.metric, "mode": found.mode,
+            "metric": metric, "mode": mode,
             "top": json.loads(ranked[[c for c in cols if c in ranked]].to_json(orient="records")),
         }
         if trials.chosen.any():
             chosen = study.chosen(part)
-            info["chosen"] = {"trial_id": chosen["trial"].trial_id, found.metric: float(chosen["trial"][found.metric]),
+            info["chosen"] = {"trial_id": chosen["trial"].trial_id, metric: float(chosen["trial"][metric]),
                               "test": {k: float(v) for k, v in chosen["test"].items()}}
             if "baselines" in chosen and not chosen["baselines"].empty:
                 info["chosen"]["baselines"] = json.loads(chosen["baselines"].to_json(orient="records"))
@@ -112,8 +110,8 @@ def _show(args: argparse.Namespace) -> int:
             test = ", ".join(f"{k} {v:.4f}" for k, v in chosen["test"].items())
             print(f"  chosen {chosen['trial_id']} on {p['metric']} {chosen[p['metric']]:.4f}; its test numbers: {test}")
             for b in chosen.get("baselines", []):
-                print(f"    baseline {b['baseline']} ({b['split']} split): val_acc {_fmt(b['val_acc'])}, "
-                      f"test_acc {_fmt(b['test_acc'])}")
+                numbers = ", ".join(f"{k} {_fmt(v)}" for k, v in b.items() if k not in ("baseline", "split"))
+                print(f"    baseline {b['baseline']} ({b['split']} split): {numbers}")
     return 0
 
 

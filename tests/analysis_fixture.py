@@ -3,6 +3,8 @@
 This is test INPUT for analysis/ (what study/ would have written), built with the ordinary MLflow client:
 a parent run, fixed-design child runs (three cells x several L, seeds inside each, a normalisation ablation, three KL
 weights), Optuna-style search trials, one FAILED trial and the baseline runs of every L. Knobs let a test change the numbers.
+`add_toy_part` adds a plugin part (trainable "toy", which analysis cannot import) as study/ writes any part, with
+its Optuna study; `build_toy_store` is a study folder of toy parts only.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.registry import SPACE_TAG
+from trainables.names import GROUP_ATTR, OPTUNA_DB, PART_TAG, RAY_TRIAL_ATTR, SPACE_TAG, STUDY_STATE, TRIAL_TAG
 
 COUNTRIES = {
     "US": "us", "Brazil": "br", "India": "in", "France": "fr", "Germany": "de", "Italy": "it", "Spain": "es",
@@ -50,6 +52,7 @@ class FixtureKnobs:
     baseline_shift: float = 0.0  # added to every baseline's accuracy
     split: str = "random"  # the trials' split; "time": no twin, the main models are the leakage-free ones
     second_gru_20: bool = False  # one more fixed GRU at L=20 (hidden 64), worse on validation, far worse on test
+    toy_trials: int = 0  # > 0: a plugin part "toy" beside covid and vae (add_toy_part)
 
 
 def _metric_batch(history: dict[str, list[float]], t0: int):
@@ -309,5 +312,77 @@ def build_store(root: Path, name: str = "homework-test", knobs: FixtureKnobs | N
                  _vae_params(kl, latent_dim=latent, lr=float(10 ** rng.uniform(-4, -2.5))), h,
                  {"summary.json": {"test_neg_elbo": h["test_neg_elbo"][-1], **extra}, "images.npz": _vae_images(1, rng, knobs.image_size)},
                  t)
+    if knobs.toy_trials:
+        add_toy_part(client, exp_id, pid, Path(root), t + 200_000, trials=knobs.toy_trials)
     client.set_terminated(pid, "FINISHED")
     return uri
+
+
+# ------------------------------------------------------------------------------------------- a plugin part
+TOY_EPOCHS = 4
+
+
+def toy_space():
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    return {"width": IntDistribution(4, 64), "lr": FloatDistribution(1e-4, 1e-1, log=True)}
+
+
+def toy_loss(width: int, lr: float, epoch: int) -> float:
+    """The toy trainable's validation loss (trainables/trainable.py's example): best near lr=0.01, wide, late."""
+    return (math.log10(lr) + 2) ** 2 + 1 / (epoch * width)
+
+
+def add_toy_part(client, exp_id: str, parent_id: str, root: Path, t: int, part: str = "toy", trials: int = 6) -> int:
+    """A part of the plugin trainable "toy" as study/ logs any part: tags trainable/study.part/group/ray.trial_id,
+    every config value as params, val_loss per epoch (the objective, min), test_loss reported beside it, its space
+    tag on the parent run and its Optuna study (named after the part) in root/optuna.db. The first trial is the
+    study file's fixed run; one more trial FAILED with the lowest val_loss of all (never the chosen one)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = np.random.default_rng(len(part))
+    space = toy_space()
+    client.set_tag(parent_id, SPACE_TAG + part, json.dumps({
+        "space": {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()},
+        "metric": "val_loss", "mode": "min", "trainable": "toy"}))
+    study = optuna.create_study(study_name=part, storage=f"sqlite:///{Path(root).resolve() / OPTUNA_DB}",
+                                direction="minimize")
+    study.set_user_attr("metric", "val_loss")
+    study.set_user_attr("fixed_runs", 1)
+    for i in range(trials + 1):
+        failed = i == trials
+        width, lr = (8, 0.01) if i == 0 else (int(rng.integers(4, 65)), float(10 ** rng.uniform(-3.5, -1)))
+        val = [toy_loss(width, lr, e) for e in range(1, TOY_EPOCHS + 1)]
+        history = {"val_loss": [0.001] if failed else val, "test_loss": [1.1 * v + 0.01 for v in val][:1 if failed else None],
+                   "epoch": list(range(1, TOY_EPOCHS + 1))[:1 if failed else None], "epoch_time_s": [0.05] * (1 if failed else TOY_EPOCHS)}
+        trial_id, group = f"{part}_{i:04d}", "fixed" if i == 0 else "search"
+        t += 10_000
+        _log_run(client, exp_id, parent_id, trial_id, {"trainable": "toy", PART_TAG: part, "group": group, TRIAL_TAG: trial_id},
+                 {"width": width, "lr": lr, "epochs": TOY_EPOCHS, "name": "toy model"}, history, None, t,
+                 status="FAILED" if failed else "FINISHED")
+        study.add_trial(optuna.trial.create_trial(
+            params={"width": width, "lr": lr}, distributions=space, value=None if failed else val[-1],
+            state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
+            user_attrs={RAY_TRIAL_ATTR: trial_id, GROUP_ATTR: group}))
+    return t
+
+
+def build_toy_store(root: Path, name: str = "toy-study", parts: dict[str, int] | None = None) -> Path:
+    """A study folder (study.json, mlflow.db, optuna.db) of toy parts only: part name -> trials (default: "toy" with
+    6 trials and "toy-b", a second part of the same trainable, with one)."""
+    from mlflow.tracking import MlflowClient
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(name, artifact_location=(root / "artifacts").resolve().as_uri())
+    t = int(time.time() * 1000) - 1_000_000
+    parent = client.create_run(exp_id, start_time=t, run_name=name,
+                               tags={"study.kind": "toy.toml", "study.preset": "", "study.storage": str(root.resolve())})
+    for part, trials in (parts or {"toy": 6, "toy-b": 1}).items():
+        t = add_toy_part(client, exp_id, parent.info.run_id, root, t, part=part, trials=trials)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    (root / STUDY_STATE).write_text(json.dumps({"name": name, "mlflow_uri": uri}))
+    return root

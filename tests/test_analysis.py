@@ -11,11 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, report, vae_runs
+from analysis import covid_runs, describe, discussion, figures_covid, figures_search, figures_vae, section_covid, vae_runs
 from analysis.report import FIGURES, to_markdown, write_report
 from analysis.results import load_study
 from analysis_fixture import FixtureKnobs, build_store
-from trainables.registry import STUDY_FILE
+from trainables.names import STUDY_FILE
 
 CHROMIUM = Path("/usr/bin/chromium")
 DATA_FIGURES = {"corr_all", "corr_top"}  # need the CSV: covered by the integration tests
@@ -114,7 +114,7 @@ def test_a_code_error_raises_instead_of_becoming_a_missing_figure(results, tmp_p
     def broken(results, out_dir):
         raise KeyError("a bug, not the study's data")
 
-    monkeypatch.setattr(report, "FIGURES", [(*FIGURES[0][:3], broken)])
+    monkeypatch.setattr(section_covid, "FIGURES", [(*FIGURES[0][:3], broken)])
     with pytest.raises(KeyError, match="a bug"):
         write_report(results, tmp_path / "report")
 

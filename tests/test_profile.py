@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from data.errors import DataError
 from study.cli import build_parser, main
 from study.profile import format_profile, profile, read_summaries
-from trainables.registry import (ARTIFACTS, COMMIT_TAG, DATA_HASH_TAG, GROUP_TAG, KIND_TAG, MLFLOW_DB, NODE_TAG,
+from trainables.names import (ARTIFACTS, COMMIT_TAG, DATA_HASH_TAG, GROUP_TAG, KIND_TAG, MLFLOW_DB, NODE_TAG,
                                  PARENT_TAG, RUN_RESULTS, STOPPED_TAG, STORAGE_TAG, STUDY_STATE, SUMMARY,
                                  SUMMARY_FILE, TRAINABLE_TAG, TRIAL_TAG)
 

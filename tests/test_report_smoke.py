@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import FIGURES
-from trainables.registry import STOPPED_TAG, STUDY_FILE
+from trainables.names import STOPPED_TAG, STUDY_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,121 @@
+"""The report section of any part whose trainable brings none of its own (a plugin, or one this machine cannot
+import): what every study logs is enough. The objective and its direction come from the part's space tag, the
+curves from the per-epoch metrics, the search from the part's Optuna study; nothing here knows the model.
+
+`section(results, part, fig_dir, out_dir)` draws three figures into fig_dir (the objective per epoch of every
+trial, the Optuna history, the parameter importances) and returns the blocks: the best trials, the chosen one's
+settings and final numbers, its `test_*` numbers apart (reported, never used to choose).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+from analysis import figures_search
+from analysis.common import curve_key, draw_figures, figure_block, plt, save, short_num
+from analysis.results import RunInfo, StudyResults
+from trainables.names import CURVE_PREFIX, EPOCH, TEST_PREFIX
+
+TOP = 5
+NOT_SETTINGS = {"data_dir", "device", "num_threads", "impl"}  # where and how fast, not what a trial computes
+
+
+def figures(part: str) -> list:
+    """(part, key, caption, function(results, out_dir)) of the part's figures, named after the part."""
+    return [
+        (part, f"{part}_learning_curves", f"The objective per epoch of every finished {part} trial; the chosen one "
+                                          "in red.", partial(fig_learning_curves, part=part)),
+        (part, f"{part}_search_history", f"Optuna optimisation history of the {part} search.",
+         partial(figures_search.fig_search_history, part=part)),
+        (part, f"{part}_search_importance", f"Parameter importances (fANOVA) of the {part} search.",
+         partial(figures_search.fig_search_importance, part=part)),
+    ]
+
+
+def fig_learning_curves(results: StudyResults, out_dir, part: str) -> Path | None:
+    """Each finished trial's objective per epoch (its learning curve where it logs `epoch_<metric>` beside the
+    scored number), grey; the chosen trial on top in red."""
+    figure = f"{part}_learning_curves"
+    metric, mode = results.objective(part)
+    runs = results.select(part=part)
+    key = curve_key(runs, metric)
+    curves = [(r, r.history[key]) for r in runs if key in r.history and len(r.history[key][0])]
+    if not curves:
+        results.skip(figure, f"no finished {part} trial logged {metric} per epoch")
+        return None
+    chosen = results.chosen(part)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for run, (steps, values) in curves:
+        top = run is chosen
+        ax.plot(steps, values, color="#d62728" if top else "#7f7f7f", lw=2.2 if top else 1.0,
+                alpha=1.0 if top else 0.5, marker="o" if top or len(steps) == 1 else None, ms=3, zorder=3 if top else 2,
+                label=f"chosen: {run.name}" if top else None)
+    others = sum(run is not chosen for run, _ in curves)
+    ax.plot([], [], color="#7f7f7f", alpha=0.5, label=f"other trials ({others})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric if key == metric else f"{metric} (each epoch's own value)")
+    ax.set_title(f"{part}: {metric} per epoch, {len(curves)} finished trials "
+                 f"({'higher' if mode == 'max' else 'lower'} is better)", fontsize=10)
+    ax.legend(fontsize=8)
+    return save(fig, out_dir, f"{figure}.png")
+
+
+def section(results: StudyResults, part: str, fig_dir: Path, out_dir: Path) -> list:
+    """The part's learning curves, search, best trials and chosen trial; `results` is the part's view."""
+    runs = results.select(part=part)
+    trainable = next((p.trainable for p in results.parts() if p.name == part), part)
+    listed = figures(part)
+    figs = draw_figures(listed, results, fig_dir) if runs else {}
+    fig = partial(figure_block, listed, figs, results=results, out_dir=out_dir)
+    b: list = [("h2", f"Part {part}" + (f" (trainable {trainable})" if trainable != part else ""))]
+    if not runs:
+        return b + [("p", f"This study has no finished {part} trials.")]
+    metric, mode = results.objective(part)
+    groups = ", ".join(f"{n} {g or 'untagged'}" for g, n in sorted(Counter(r.group for r in runs).items()))
+    b.append(("p", f"Trials are chosen on {metric} ({'higher' if mode == 'max' else 'lower'} is better): "
+                   f"{len(runs)} finished ({groups}), {len(results.failed)} not finished. Numbers named "
+                   f"{TEST_PREFIX}* are reported, never used to choose."))
+    b += [("h3", "Learning curves"), fig(f"{part}_learning_curves")]
+    b += [("h3", "Hyperparameter search (Optuna)"), fig(f"{part}_search_history"), fig(f"{part}_search_importance")]
+    return b + _best_blocks(runs, metric, mode) + _chosen_blocks(results.chosen(part), metric, len(runs))
+
+
+def varying(runs: list[RunInfo]) -> list[str]:
+    """The settings whose logged values differ between the runs."""
+    keys = sorted(set().union(*(r.params for r in runs)) - NOT_SETTINGS)
+    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+
+
+def _best_blocks(runs: list[RunInfo], metric: str, mode: str) -> list:
+    scored = sorted((r for r in runs if metric in r.metrics), key=lambda r: r.metrics[metric], reverse=mode == "max")
+    if not scored:
+        return [("h3", "Best trials"), ("p", f"No finished trial reported {metric}.")]
+    keys = varying(runs)
+    rows = [[r.name, r.group, f"{r.metrics[metric]:.4g}", *(short_num(r.params.get(k)) for k in keys),
+             str(_epochs(r))] for r in scored[:TOP]]
+    return [("h3", "Best trials"), ("p", f"The {min(TOP, len(scored))} best of {len(scored)} on {metric}, with the "
+                                         "settings that vary between trials." if len(scored) > 1 else
+                                         f"One trial reported {metric}."),
+            ("table", ["trial", "group", metric, *keys, "epochs run"], rows)]
+
+
+def _chosen_blocks(run: RunInfo | None, metric: str, n: int) -> list:
+    b: list = [("h3", "The chosen trial")]
+    if run is None:
+        return b + [("p", f"No finished trial reported {metric}.")]
+    final = {k: v for k, v in sorted(run.metrics.items()) if k != EPOCH and not k.startswith(TEST_PREFIX)
+             and not (k.startswith(CURVE_PREFIX) and k[len(CURVE_PREFIX):] in run.metrics)}
+    test = {k: v for k, v in sorted(run.metrics.items()) if k.startswith(TEST_PREFIX)}
+    b += [("p", f"Trial {run.name} ({run.group}): the best {metric}, {run.metrics[metric]:.4g}, of the {n} finished "
+                f"trial{'s' if n != 1 else ''}. Its settings and final numbers:"),
+          ("table", ["setting", "value"], [[k, str(run.param(k))] for k in sorted(run.params)]),
+          ("table", ["metric", "final value"], [[k, f"{v:.4g}"] for k, v in final.items()])]
+    if test:
+        b += [("p", "Reported, not used to choose:"), ("table", ["metric", "final value"],
+                                                       [[k, f"{v:.4g}"] for k, v in test.items()])]
+    return b
+
+
+def _epochs(run: RunInfo) -> int:
+    return max((int(steps[-1]) for steps, _ in run.history.values() if len(steps)), default=0)
