@@ -10,6 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from data.errors import DataError
+from study import stop
 
 
 class UsageError(Exception):
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        return stop.exit_code(int(args.handler(args) or 0))  # 143 for a study that a SIGTERM stopped
     except UsageError as err:
         parser.print_usage(sys.stderr)
         print(f"study: error: {err}", file=sys.stderr)
@@ -106,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("study: interrupted", file=sys.stderr)
-        return 130
+        print("study: interrupted" + (" (SIGTERM)" if stop.terminated() else ""), file=sys.stderr)
+        return stop.exit_code(130)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from data.errors import DataError
+from study import stop
 
 # What a local study sets in its own process (Ray's processes inherit it) and removes, from before ray is imported
 # until the command is done (`local_environment`).
@@ -133,19 +134,33 @@ def local_ray(num_cpus: int | None = None, runtime_env: dict | None = None) -> I
         import ray
 
         token_dir = Path(tempfile.mkdtemp(prefix="study-ray-"))  # 0700
+        children = stop.child_pids()  # none of them is Ray's (see stop.ray_processes)
         try:
             token = write_token(token_dir)
-            with _environment({"RAY_AUTH_TOKEN_PATH": str(token)}, ()):
+            # A SIGTERM is a Ctrl-C for Ray's life (study.stop), also where no `study` command set that up.
+            with _environment({"RAY_AUTH_TOKEN_PATH": str(token)}, ()), stop.sigterm_as_ctrl_c():
                 _ray_started = True
                 clean = False
                 try:
                     ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus,
                              runtime_env=runtime_env)
+                    stop.take_back_sigterm()  # ray.init put in its own handlers (a C++ stack dump)
                     _check_loopback(ray)
                     yield ray.cluster_resources()
                     clean = True
+                except SystemExit as err:  # Ray's own SIGTERM handler, in force while ray.init runs
+                    if not stop.was_sigterm(err):
+                        raise
+                    raise KeyboardInterrupt from None
                 finally:
-                    _shutdown(wait_for_actors=clean)
+                    # Ray's processes, taken while the raylet is still their parent; made sure gone after
+                    # ray.shutdown, which knows none of them if a SIGTERM stopped ray.init half-way (study.stop).
+                    with stop.ending():
+                        ours = stop.ray_processes(children)
+                        try:
+                            _shutdown(wait_for_actors=clean)
+                        finally:
+                            stop.end_processes(ours)
         finally:
             shutil.rmtree(token_dir, ignore_errors=True)
 
@@ -209,6 +224,7 @@ def cluster_ray(address: str, runtime_env: dict | None = None) -> Iterator[dict[
                 "the cluster did not accept this driver; a cluster with token auth needs RAY_AUTH_MODE=token "
                 "and its token in RAY_AUTH_TOKEN_PATH (or ~/.ray/auth_token) here as on every node", address) from None
         raise RayUnavailable(f"could not join the Ray cluster ({cause})", address) from None
+    stop.take_back_sigterm()  # ray.init put in its own handlers (a C++ stack dump); see study.stop
     clean = False
     try:
         yield ray.cluster_resources()

@@ -170,6 +170,73 @@ def test_local_study_listens_on_loopback_only_wants_its_token_and_goes_with_the_
             proc.wait()
 
 
+def until_exit(proc: subprocess.Popen, pids: set[int], timeout: float = 60) -> set[int]:
+    """Every process of the driver's tree until it exits (what Ray starts while it goes down included)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        pids |= descendants(proc.pid) - {proc.pid}
+        time.sleep(0.05)
+    proc.wait(timeout=10)
+    return pids
+
+
+def alive_after(pids: set[int], seconds: float) -> list[list[str]]:
+    """The command lines of those of `pids` still running `seconds` from now (sooner when all are gone)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    return [cmdline(p)[:2] for p in pids if alive(p)]
+
+
+def test_a_sigterm_while_ray_starts_is_a_ctrl_c_and_leaves_no_process(real_data_dir, tmp_path):
+    """A SIGTERM as soon as the raylet's agents listen: ray.init is most often still starting the node then, so
+    `ray.shutdown()` knew none of its processes; left to the kernel (they die with the driver, SIGKILL), the agents
+    took the raylet's end for a crash and stayed about 62 s (study.stop). The driver exits as after a Ctrl-C, 143,
+    and none of its processes is alive 10 s after it exited."""
+    proc, log = start_study(tmp_path, "starting", "--num-samples", "4")
+    try:
+        pids, _ = wait_for_ray(proc, log)
+        proc.send_signal(signal.SIGTERM)
+        pids = until_exit(proc, pids)
+        assert proc.returncode == 143, log.read_text()[-3000:]
+        assert "study: interrupted (SIGTERM)" in log.read_text()
+        assert alive_after(pids, 10) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_trials_run_is_a_ctrl_c(real_data_dir, tmp_path):
+    """As a Ctrl-C: Tune stops, the study says how to resume it, exits 143 (not 130), prints no stack dump (Ray's
+    C++ handler, "*** SIGTERM received ***"), leaves no process 10 s after the driver exited, and resumes to the end."""
+    proc, log = start_study(tmp_path, "fit", "--num-samples", "4", "--max-concurrent", "1", "--epochs", "3",
+                            "--set", "patience=0")
+    study_dir = tmp_path / "s" / "fit"
+    try:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 300
+        while not any(r.read_text().strip() for r in (study_dir / "covid").glob("*/result.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            pids |= descendants(proc.pid) - {proc.pid}
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        pids = until_exit(proc, pids, timeout=120)
+        out = log.read_text()
+        assert proc.returncode == 143, out[-3000:]
+        assert f"continue with: study resume {study_dir}" in out and "study: done" not in out, out[-3000:]
+        assert "SIGTERM received" not in out, out[-3000:]
+        assert alive_after(pids, 10) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    resumed = subprocess.run([sys.executable, "-m", "study", "resume", str(study_dir)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600, env=clean_env())
+    assert resumed.returncode == 0 and "study: done" in resumed.stdout, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+
 _CLIENT = """
 import ray, os
 ray.init(address=os.environ["TARGET"])
