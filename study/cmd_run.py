@@ -85,20 +85,22 @@ def _fixed_runs(value: str | None, study: studyfile.StudyFile) -> list[dict]:
     text = value
     if not value.lstrip().startswith("["):  # else a path to a JSON file (a long JSON text is no file name)
         try:
-            text = Path(value).read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise checks.FlagError(f"--fixed {value[:80]!r}: neither a JSON list nor a readable file "
-                             f"({getattr(err, 'strerror', None) or err})") from None
+            text = checks.read_input(value)
+        except checks.InputError as err:
+            raise checks.FlagError(f"--fixed {value[:80]!r}: neither a JSON list nor a readable file ({err})") from None
     try:
-        runs = json.loads(text)
+        runs = checks.parse_bounded(json.loads, text)
     except json.JSONDecodeError as err:
         raise checks.FlagError(f"--fixed: not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except checks.InputError as err:
+        raise checks.FlagError(f"--fixed: {err}") from None
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise checks.FlagError("--fixed: expected a JSON list of objects, one per run")
     return runs
 
 
 def _settings(values: list[str], study: studyfile.StudyFile, source: str) -> dict:
+    from study.checks import FlagError, InputError, parse_bounded
     from study.spec import check_settings
 
     out = {}
@@ -107,9 +109,11 @@ def _settings(values: list[str], study: studyfile.StudyFile, source: str) -> dic
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            value = json.loads(raw)
+            value = parse_bounded(json.loads, raw)
         except json.JSONDecodeError:
             value = raw  # plain text: --set date_range=full
+        except InputError as err:
+            raise FlagError(f"--set {key.strip()}: {err}") from None
         out[key.strip()] = value
     try:
         check_settings(study, out, source)
@@ -121,8 +125,10 @@ def _settings(values: list[str], study: studyfile.StudyFile, source: str) -> dic
 def _run(args: argparse.Namespace) -> int:
     # First thing, before anything imports ray: what a local study's Ray reads at import (study.local_ray).
     from study.local_ray import study_environment
+    from study.stop import sigterm_as_ctrl_c
 
-    with study_environment(args.address):
+    # A SIGTERM stops the study as a Ctrl-C does (exit 143 instead of 130; see study.stop).
+    with study_environment(args.address), sigterm_as_ctrl_c():
         return _new_study(args)
 
 
@@ -142,6 +148,9 @@ def _new_study(args: argparse.Namespace) -> int:
     preset = (args.preset or studyfile.ALL_PARTS) if from_preset else None
     stamp = time.strftime('%Y%m%d-%H%M%S')
     name = args.name or study.name or (f"{stem}-{preset}-{stamp}" if preset else f"{stem}-{stamp}")
+    if not checks.name_ok(name):  # from the file's name: --name and `name =` were checked as they were read
+        raise checks.FlagError(f"{args.target}: the study would be named {name!r} after the file, against the "
+                               f"name rule ({checks.NAME_RULE}): rename the file or give --name")
     study_dir = Path(args.storage).resolve() / name
     if (study_dir / STUDY_STATE).exists():
         raise UsageError(f"{study_dir} already holds a study; continue it with `study resume {study_dir}` or pick --name")
@@ -176,10 +185,11 @@ def _new_study(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from study.local_ray import study_environment
     from study.spec import load_spec  # imports no ray
+    from study.stop import sigterm_as_ctrl_c
 
     spec = load_spec(args.study_dir)
     # Before anything imports ray: what a local study's Ray reads at import (study.local_ray).
-    with study_environment(spec.address):
+    with study_environment(spec.address), sigterm_as_ctrl_c():  # a SIGTERM is a Ctrl-C (study.stop)
         return _resume_study(spec)
 
 
