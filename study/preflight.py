@@ -1,14 +1,21 @@
-"""Data checks in the driver, before Ray starts: data that would make every trial fail is one line, exit 2.
+"""Checks in the driver, before Ray starts: data that would make every trial fail, or a config no trial could hold
+in memory, is one line, exit 2.
 
 Without them a one-country CSV (no set C) or a one-image zip started Ray, ran every trial into the same
-error and printed hundreds of lines. The driver has the data loaded anyway; each trainable's own `check`
-(a `Trainable` hook: the COVID windows, the faces' split) takes milliseconds per config.
+error and printed hundreds of lines, and a model too large for the machine was found out of memory inside a
+trial, after the folder, the MLflow runs and Ray existed. The driver has the data loaded anyway; each
+trainable's own `check` and `memory` (`Trainable` hooks: the COVID windows, the faces' split, the estimate of a
+trial's peak memory) take milliseconds per config.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from data.errors import DataError
+from study import studyfile
+from study.checks import short
 from study.studyfile import Part, trial_config
 
 
@@ -18,12 +25,20 @@ def _configs(part: Part) -> list[tuple[str, Any]]:
     return [(label, trial_config(part, run)) for label, run in runs]
 
 
-def check_part_data(part: Part, dataset: Any) -> list[str]:
+def check_part_data(part: Part, dataset: Any, spec: Any = None) -> list[str]:
     """Raise the first DataError when no config of the part can get its data; else warn of those that cannot.
+    With the study's `spec` (a StudySpec), also refuse a config a trial cannot hold in memory (`check_memory`).
 
     Returns warning lines (a fixed run that will fail while others run): the study goes on with the rest and
     counts the failure at the end. A trainable without a `check` is not checked here.
     """
+    warnings = _check_data(part, dataset)
+    if spec is not None:
+        check_memory(part, dataset, spec)
+    return warnings
+
+
+def _check_data(part: Part, dataset: Any) -> list[str]:
     if part.plugin.check is None:
         return []
     configs = _configs(part)
@@ -36,3 +51,75 @@ def check_part_data(part: Part, dataset: Any) -> list[str]:
     if len(problems) == len(configs):
         raise problems[0][1]
     return [f"{part.name} {label} will fail: {err}" for label, err in problems if label != "settings"]
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+def check_memory(part: Part, dataset: Any, spec: Any) -> None:
+    """DataError (one line: the study file, the part, the config, both numbers) when a trial of the part needs
+    more memory than it can have, by its trainable's `memory` estimate: each fixed run and the search's worst
+    case (`worst_searched`), against this machine's memory (physical, or the container's limit when lower)
+    and, with --gpus-per-trial, the trial's share of one GPU. A trial that fits alone may still not fit beside
+    the others Ray runs at once; that is left to Ray. On a cluster (--address) nothing is checked here: its
+    nodes' memory is not known before Ray is joined."""
+    if part.plugin.memory is None or spec.address:
+        return
+    limits = memory_limits(spec.gpus_per_trial)
+    runs = [(f"fixed run {i + 1} {short(run)}", run) for i, run in enumerate(part.fixed)]
+    runs += [(f"search's worst case {short(run)}", run) for run in worst_searched(part, dataset)]
+    for label, run in runs:
+        cfg = trial_config(part, run)
+        need = part.plugin.memory(cfg, dataset)
+        for what, have, gpu in limits:
+            if need > have and not (gpu and getattr(cfg, "device", "auto") == "cpu"):
+                source = studyfile.preset_path(spec.preset) if spec.preset else Path(spec.target)
+                raise DataError(f"{part.name} {label}: a trial needs about {_gib(need)} of memory, more than "
+                                f"{what} ({_gib(have)}); make the model, the batch or the data smaller", source)
+
+
+def worst_searched(part: Part, dataset: Any) -> list[dict[str, Any]]:
+    """The searched values a trial needs the most memory with: each key at its value (`studyfile.edges`) that
+    needs the most with the rest at the part's settings, then all of those at once (the worst case where more of
+    a key never needs less memory, as for widths, depths, lengths and batches). When those cannot work together,
+    each alone. Nothing without a search."""
+    if not part.num_samples or not part.space:
+        return []
+    corner = {}
+    for key, dist in part.space.items():
+        sized = [(part.plugin.memory(trial_config(part, {key: v}), dataset), i, v)
+                 for i, v in enumerate(studyfile.edges(dist))]
+        corner[key] = max(sized)[2]  # ties: the later value
+    try:
+        trial_config(part, corner)
+        return [corner]
+    except (ValueError, TypeError):
+        return [{key: value} for key, value in corner.items()]
+
+
+def memory_limits(gpus_per_trial: float) -> list[tuple[str, int, bool]]:
+    """(what, bytes, on a GPU) a local trial may use: this machine's memory, and its share of one GPU."""
+    limits = [("this machine's memory", _machine_memory(), False)]
+    if gpus_per_trial > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(0).total_memory
+            limits.append((f"--gpus-per-trial {gpus_per_trial:g} of a {_gib(total)} GPU",
+                           int(total * min(1.0, gpus_per_trial)), True))
+    return limits
+
+
+def _machine_memory() -> int:
+    """Physical memory, or the cgroup's limit (a container's) when it is lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"

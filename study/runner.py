@@ -54,7 +54,7 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
     # Data first: a missing or bad file, or data on which every trial would fail, is one line here, in a
     # second, before a folder, a run or Ray exists.
     loaded = {part.name: load_dataset(part) for part in parts if part.name not in spec.done}
-    warnings = [w for part in parts if part.name in loaded for w in check_part_data(part, loaded[part.name][0])]
+    warnings = [w for part in parts if part.name in loaded for w in check_part_data(part, loaded[part.name][0], spec)]
     # Ray's new console output ignores a progress reporter; the classic one prints our compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # One forced state snapshot per checkpoint is what makes every finished epoch survive a kill.

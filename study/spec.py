@@ -15,6 +15,7 @@ from typing import Any
 
 from data.errors import DataError
 from study import studyfile
+from study.checks import NAME_RULE, InputError, name_ok, parse_bounded, read_input
 from study.studyfile import Part, StudyFile
 from trainables.names import STUDY_FILE, STUDY_STATE
 
@@ -111,9 +112,12 @@ def save_spec(spec: StudySpec) -> None:
 
 def load_spec(study_dir: str | Path) -> StudySpec:
     path = Path(study_dir) / STUDY_STATE
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"no {STUDY_STATE}: not a study folder (made by `study run`)", path.parent)
     try:
-        return StudySpec(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
+        spec = StudySpec(**parse_bounded(json.loads, read_input(path)))
+    except (json.JSONDecodeError, TypeError, InputError) as err:
         raise DataError(f"unreadable study state ({err})", path) from None
+    if not name_ok(spec.name):
+        raise DataError(f"name {spec.name!r}: {NAME_RULE}", path)
+    return spec

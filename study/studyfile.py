@@ -8,7 +8,9 @@ here, and only here: the searcher, the MLflow tags and analysis use them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   distribution_to_json)
 
 from data.errors import DataError
-from study.checks import NAME_RE
+from study.checks import NAME_RE, NAME_RULE, InputError, name_ok, parse_bounded, read_input
 from trainables import registry
 from trainables.names import STUDY_KEYS
 from trainables.trainable import Trainable
@@ -27,6 +29,12 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 TOP_KEYS = {"name", "part"}
 PART_KEYS = {"trainable", "name", "num_samples", "scheduler", "grace_period", "constants", "space", "fixed"}
 SCHEDULERS = ("asha", "none")
+# Searched values are checked as constants are: each value alone, then combinations of the keys' values (a conv
+# VAE's image_size with its arch and depth): all of them when there are at most COMBINATIONS, else every pair of
+# keys, in the space's order, until COMBINATIONS. Values: each choice, each end of a range, and every value of an
+# int range of at most RANGE_VALUES values (image_size = { int = [28, 36] } must hold no size the depth cannot halve).
+COMBINATIONS = 512
+RANGE_VALUES = 32
 # `study run homework --preset P` runs every part of the preset; `study run NAME --preset P` its part NAME.
 ALL_PARTS = "homework"
 
@@ -88,9 +96,9 @@ class StudyFile:
 def load(path: str | Path, base_dir: str | Path | None = None) -> StudyFile:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise StudyFileError(f"cannot read it ({getattr(err, 'strerror', None) or err})", path) from None
+        text = read_input(path)
+    except InputError as err:
+        raise StudyFileError(str(err), path) from None
     return parse(text, path, base_dir)
 
 
@@ -100,14 +108,14 @@ def parse(text: str, path: str | Path, base_dir: str | Path | None = None) -> St
     if base_dir is None and Path(path).parent.is_dir():
         base_dir = Path(path).parent
     try:
-        doc = tomllib.loads(text)
+        doc = parse_bounded(tomllib.loads, text)
     except tomllib.TOMLDecodeError as err:
         raise StudyFileError(f"TOML syntax error: {err}", path) from None
+    except InputError as err:
+        raise StudyFileError(str(err), path) from None
     _no_unknown(doc, TOP_KEYS, "", path)
     name = doc.get("name")
-    if name is not None:
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
-            raise StudyFileError(f"name = {name!r}: use 1-128 letters, digits, '-', '_' or '.'", path)
+    _check(name is None or name_ok(name), f"name = {name!r}: {NAME_RULE}", path)
     raw_parts = doc.get("part")
     if not isinstance(raw_parts, list) or not raw_parts:
         raise StudyFileError("no [[part]]: a study needs at least one part (trainable = NAME or module:attribute; "
@@ -136,8 +144,7 @@ def _part(raw: Any, index: int, path: str | Path, base_dir: str | Path | None) -
         raise StudyFileError(f"{where}trainable = {err}", path) from None
     plugin = found.trainable
     name = raw.get("name", plugin.name)
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise StudyFileError(f"{where}name = {name!r}: use 1-128 letters, digits, '-', '_' or '.'", path)
+    _check(name_ok(name), f"{where}name = {name!r}: {NAME_RULE}", path)
     where = f"part {index} ({name}): "
     known = set(plugin.keys())
     unknown = f": not a {plugin.name} setting ({plugin.config.__name__} has no such field)"
@@ -152,8 +159,11 @@ def _part(raw: Any, index: int, path: str | Path, base_dir: str | Path | None) -
         if key in constants:
             raise StudyFileError(f"{where}{key} is both searched (space) and constant (constants): pick one", path)
         space[key] = distribution(spec, f"{where}space.{key}", path)
-        for value in _edges(space[key]):  # each end of a range, each choice: a value the trainable accepts
+        for value in edges(space[key]):  # each end of a range, each choice: a value the trainable accepts
             _config(plugin, {**constants, key: value}, f"{where}space.{key}", path)
+    for values in _combinations(space):  # and together, as a search trial gets them
+        _config(plugin, {**constants, **values}, f"{where}space {', '.join(f'{k}={v!r}' for k, v in values.items())}",
+                path)
     fixed_raw = raw.get("fixed", [])
     if not isinstance(fixed_raw, list) or not all(isinstance(r, dict) for r in fixed_raw):
         raise StudyFileError(f"{where}fixed: expected a list of tables, one per run", path)
@@ -235,10 +245,28 @@ def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
     return FloatDistribution(float(lo), float(hi), log=log, step=step)
 
 
-def _edges(dist: BaseDistribution) -> list[Any]:
+def edges(dist: BaseDistribution) -> list[Any]:
+    """The values of a searched key that are checked: each choice, each end of a range, every value of a short
+    int range."""
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
+    if isinstance(dist, IntDistribution) and (dist.high - dist.low) // dist.step < RANGE_VALUES:
+        return list(range(dist.low, dist.high + 1, dist.step))
     return [dist.low, dist.high]
+
+
+def _combinations(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+    """Two or more searched keys' values together (see COMBINATIONS): every combination, or pairs up to the cap."""
+    values = {k: edges(d) for k, d in space.items()}
+    if len(values) < 2:
+        return []
+    groups = ([list(values)] if math.prod(map(len, values.values())) <= COMBINATIONS
+              else itertools.combinations(values, 2))
+    out: list[dict[str, Any]] = []
+    for keys in groups:
+        combos = [dict(zip(keys, v)) for v in itertools.product(*(values[k] for k in keys))]
+        out += combos if len(out) + len(combos) <= COMBINATIONS else []
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -320,7 +348,7 @@ def resolve(target: str, preset: str | None) -> tuple[StudyFile, str]:
     if preset is not None:
         raise StudyFileError(f"--preset goes with a preset's part or {ALL_PARTS}; a study file holds its own "
                              "settings", path)
-    _check(path.is_file(), f"no such study file (or give a preset's part, or {ALL_PARTS})", path)
+    _check(path.exists(), f"no such study file (or give a preset's part, or {ALL_PARTS})", path)
     return load(path), path.stem
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data
+from data.sequence_data import CovidDataConfig, CovidSource, SequenceData, build_sequence_data, load_source
 from trainables.common import (
     BEST_EPOCH, CONFUSION, END_TIME, EVAL_TIME, MODEL, NESTED, PREDICTIONS, SUMMARY, BestEpochs, Report,
     check_config_values, check_finite, config_from_dict, curve, end_epoch, epochs_to_run, resume_state, rng_state,
@@ -44,7 +44,8 @@ from trainables.common import (
 )
 from trainables.covid_hooks import COVID_HOOKS
 from trainables.sequence_model import StackedClassifier
-from trainables.trainable import Trainable
+from trainables.stacked_rnn import GATES
+from trainables.trainable import TORCH_WORKING_BYTES, Trainable
 
 # Windows per forward pass at evaluation, over all K models: bounded memory; on a CPU small enough that a step's
 # tensors stay in the cache (measured, K=6 GRUs 1x32: 4096 per model took 2.8x as long as 170).
@@ -384,9 +385,37 @@ def train(config: SequenceConfig | dict, report: Report | None = None, *, checkp
                artifact_dir=artifact_dir)
 
 
+def memory(cfg: SequenceConfig, source: CovidSource | None) -> int:
+    """Bytes one trial of `cfg` needs at its peak beyond the interpreter, on the high side (the `Trainable.memory`
+    hook), counted from the shapes: N windows (at most every country, set C or not, at every day), each L x F
+    float32 twice (the windows and the device's time-major copy) and L float64 (the raw counts) plus each
+    model's split indices; the K = seeds (x2 with the time twin) models' weights eight times over (themselves,
+    gradients, Adam's two moments and its step's temporaries, the best epoch's copy, the checkpoint's); per
+    layer what `stacked_rnn` keeps for the backward and its scratch, (4G+8) x L x K*B x H floats for G gates
+    (GRU 20, LSTM 24); evaluation's chunk of EVAL_ROWS windows (at most a part's, all models) without grad,
+    (2G+4) x L x rows x H; TORCH_WORKING_BYTES. Measured for the homework search's largest trial (LSTM, L=40,
+    hidden 128, two layers, relative+weekday, 3 seeds, CPU): peak RSS of `train` 788 MiB above a bare import,
+    600-760 MiB above the data's loading in five runs (estimate 817 MiB)."""
+    d = cfg.data
+    if source is None or source.date_range != d.date_range:
+        source = load_source(d.data_dir, d.date_range)
+    countries, days = source.series.cumulative.shape
+    n = countries * max(1, days - d.seq_len)
+    feats = (2 if d.features.startswith("relative") else 1) + (7 if d.features.endswith("+weekday") else 0)
+    k = cfg.seeds * (2 if cfg.time_twin and d.split != "time" else 1)
+    g, h, steps = GATES[cfg.cell], cfg.hidden_size, d.seq_len
+    weights = sum(g * h * ((feats if layer == 0 else h) + h + 2) for layer in range(cfg.num_layers)) + 2 * h + 2
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    part = max(d.val_frac, 1 - d.train_frac - d.val_frac)  # the evaluated parts: validation and test
+    rows = min(k * int(n * part + 1), EVAL_ROWS["cpu" if cpu else "cuda"])
+    floats = (8 * k * weights + cfg.num_layers * (4 * g + 8) * steps * k * cfg.batch_size * h
+              + (2 * g + 4) * steps * rows * h)
+    return 4 * floats + n * steps * (8 * feats + 8) + 16 * k * n + TORCH_WORKING_BYTES
+
+
 TRAINABLE = Trainable(
     name="covid", config=SequenceConfig, train=train, metric="val_acc", mode="max",
-    artifacts=(SUMMARY, CONFUSION, PREDICTIONS, MODEL), **COVID_HOOKS,
+    artifacts=(SUMMARY, CONFUSION, PREDICTIONS, MODEL), **COVID_HOOKS, memory=memory,
     progress={"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "val_acc_time": "val acc (time)"},
     test_metrics=("test_acc",), report_section="analysis.section_covid:section",
     description="RNN/LSTM/GRU classifier of a next-day increase in new COVID-19 cases (homework problem 1)",

@@ -3,8 +3,11 @@
 A study asks nothing else of a model: a config dataclass (every field with a default, an `epochs` field for the
 budget), a `train(config, report, **context)` function that calls `report(metrics)` once per epoch, and the
 objective it is chosen on. Everything else has a default a plugin may leave alone: loading the data once on the
-driver, a check of the settings against the data before anything is created, baselines, progress columns and a
-report section. No torch and no Ray here: checking a study file or listing trainables loads neither.
+driver, a check of the settings against the data before anything is created, an estimate of the memory a trial
+needs (a config the machine cannot hold is refused before anything is created), baselines, progress columns and
+a report section. Settings that cannot work together (shapes) are best refused by the config class itself (a
+ValueError from `__post_init__`): a study file's constants, fixed runs and searched values all pass through it.
+No torch and no Ray here: checking a study file or listing trainables loads neither.
 
 ```python
 @dataclass
@@ -36,6 +39,9 @@ from trainables.names import EPOCH, TEST_PREFIX
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 BUDGET = "epochs"  # the config field a study reads a trial's budget from (ASHA's max_t, the progress line)
+# What torch takes beyond its import on a trial's first optimizer steps (measured ~120 MB on a CPU: torch.optim's
+# lazy imports, autograd's and the kernels' first use); the built-in `memory` estimates include it.
+TORCH_WORKING_BYTES = 128 << 20
 
 
 class TrainableError(ValueError):
@@ -60,6 +66,9 @@ class Trainable:
     load_data: Callable[[Any], Any] | None = None      # (config of the part's constants) -> data, on the driver
     data_hash: Callable[[Any], str] | None = None      # data -> content hash (the runs' `data_hash` tag)
     check: Callable[[Any, Any], None] | None = None    # (config, data): raise DataError if it cannot get its data
+    # (config, data) -> bytes one trial of config needs at its peak beyond the interpreter and its imports (its
+    # data, weights, gradients, optimizer state, a batch's activations), estimated on the high side
+    memory: Callable[[Any, Any], int] | None = None
     baseline_setting: Callable[[Any], dict[str, Any] | None] | None = None  # config -> what decides a baseline
     baselines: Callable[[dict[str, Any], Any], list[dict[str, Any]]] | None = None  # (setting, data) -> rows
     progress: dict[str, str] | None = None      # metric -> column of `study run --verbose`'s table

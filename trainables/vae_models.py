@@ -69,11 +69,23 @@ def _mlp(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn.
     return enc, nn.Sequential(*_mlp_layers((latent_dim, *hidden[::-1]), d), _Unflatten((3, image_size, image_size)))
 
 
-def _conv(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    factor = 2 ** len(hidden)
+def check_shape(arch: str, image_size: int, hidden: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The widths `arch` builds with (None: its default); ValueError when the conv nets cannot halve image_size
+    once per layer. The config checks it (so a study checks it before anything starts), the builders rely on it."""
+    if arch not in _BUILDERS:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+    hidden = tuple(hidden) if hidden is not None else DEFAULT_HIDDEN[arch]
+    if arch == "homework_conv" and len(hidden) != 2:
+        raise ValueError(f"homework_conv takes two conv widths in hidden, got {hidden}")
+    factor = 2 ** len(hidden) if arch != "mlp" else 1
     if image_size % factor:
-        raise ValueError(f"conv: image_size {image_size} must be divisible by 2**len(hidden) = {factor}")
-    s = image_size // factor
+        raise ValueError(f"{arch}: image_size {image_size} must be divisible by 2**len(hidden) = {factor} "
+                         f"(hidden = {hidden})")
+    return hidden
+
+
+def _conv(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    s = image_size // 2 ** len(hidden)
     enc: list[nn.Module] = []
     ch = 3
     for h in hidden:
@@ -91,8 +103,6 @@ def _conv(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn
 
 
 def _homework_conv(image_size: int, latent_dim: int, hidden: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    if image_size % 4:
-        raise ValueError(f"homework_conv: image_size {image_size} must be divisible by 4 (the report used 64)")
     c1, c2 = hidden
     s = image_size // 4
     enc = nn.Sequential(
@@ -114,13 +124,30 @@ _BUILDERS = {"mlp": _mlp, "conv": _conv, "homework_conv": _homework_conv}
 def build_vae(arch: str, image_size: int, latent_dim: int, hidden: tuple[int, ...] | None = None,
               learn_sigma: bool = False, sigma: float = 1.0) -> VAE:
     """The model for one config; ``hidden=None`` picks the architecture's default widths."""
-    if arch not in _BUILDERS:
-        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
-    hidden = tuple(hidden) if hidden is not None else DEFAULT_HIDDEN[arch]
-    if arch == "homework_conv" and len(hidden) != 2:
-        raise ValueError(f"homework_conv takes two conv widths in hidden, got {hidden}")
+    hidden = check_shape(arch, image_size, hidden)
     enc, dec = _BUILDERS[arch](image_size, latent_dim, hidden)
     return VAE(enc, dec, latent_dim, image_size, arch, learn_sigma, sigma)
+
+
+def layer_outputs(model: VAE) -> int:
+    """Floats the encoder's and the decoder's layers output for one image, walked from the shapes alone (on a
+    meta-device model a forward pass would first import torch's meta kernels: seconds)."""
+    total = 0
+    for net, shape in ((model.encoder, (3, model.image_size, model.image_size)), (model.decoder, (model.latent_dim,))):
+        for m in net:
+            if isinstance(m, nn.Linear):
+                shape = (m.out_features,)
+            elif isinstance(m, nn.Flatten):
+                shape = (math.prod(shape),)
+            elif isinstance(m, _Unflatten):
+                shape = m.shape
+            elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
+                size = ((shape[1] + 2 * p - k) // s + 1 if isinstance(m, nn.Conv2d)
+                        else (shape[1] - 1) * s - 2 * p + k + m.output_padding[0])
+                shape = (m.out_channels, size, size)
+            total += math.prod(shape)  # an activation keeps its input's shape
+    return total
 
 
 # ------------------------------------------------ input conversion and the report functions (uint8 in/out)
