@@ -77,7 +77,9 @@ def summary(study: Any, top: int) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4g}"
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1e4 else f"{value:.4g}"  # counts stay counts
     return str(value)
 
 
