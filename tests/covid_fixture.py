@@ -49,6 +49,28 @@ def csv_text(dates: list[str] | None = None) -> str:
     return "\n".join([header, *rows]) + "\n"
 
 
+WAVE_COUNTRIES = ("Algeria", "Brazil", "Chile", "Namibia")
+
+
+def wave_csv(days: int = 90, seed: int = 0, countries: tuple[str, ...] = WAVE_COUNTRIES) -> str:
+    """A CSSE-shaped file from 2020-01-22 over `days` days of new cases (90: up to 2020-04-21, inside the homework
+    range) of countries that share a wave and a weekday pattern, each with its own scale and noise: under the
+    default any-pair 0.7 selection every one is in set C, and both classes are in every part of every split.
+    (DATES/DAILY above are hand-checkable but one-class: every window of set C is an increase.) The same
+    numbers as tests/test_example_cnn.py's synthetic_csv; every country is in LOOKUP, so the map has codes."""
+    import datetime as dt
+
+    rng = np.random.default_rng(seed)
+    dates = [dt.date(2020, 1, 22) + dt.timedelta(i) for i in range(days + 1)]
+    header = ["Province/State", "Country/Region", "Lat", "Long", *(f"{d.month}/{d.day}/{d.year % 100}" for d in dates)]
+    shared = 50 + 30 * np.sin(np.arange(days) / 9) + 20 * (np.arange(days) % 7 < 5)
+    rows = [",".join(header)]
+    for country in countries:
+        daily = np.maximum(0, shared * rng.uniform(0.5, 2) + rng.normal(0, 8, days)).round().astype(int)
+        rows.append(",".join(["", country, "0", "0", *map(str, np.concatenate([[0], np.cumsum(daily)]))]))
+    return "\n".join(rows) + "\n"
+
+
 def write_data_dir(root: Path, csv: str | None = None, lookup: bool = True) -> Path:
     """root/covid/{confirmed CSV, lookup table}; returns root (what --data-dir takes)."""
     covid = Path(root) / "covid"
