@@ -11,7 +11,10 @@ study.chosen("covid")   # the chosen trial's row, its test numbers and the basel
 Any part, built-in or plugin: nothing here imports a trainable (so no torch), the part, its objective and the
 types of its settings come from what the study logged. Columns and units: docs/ANALYSIS.md. The numbers are the
 report's: the same loader (`analysis.results`) and the same choice (`StudyResults.chosen`, the best on the part's
-objective, a validation number). Read-only: it opens a study while it runs, without its lock.
+objective, a validation number). Read-only: it opens a study while it runs, without its lock, and never creates,
+migrates or locks a store (`analysis.store`); a study folder is read where it lies now, copied, moved or renamed.
+Whatever is wrong with what it reads (a missing, empty, foreign or corrupted study.json, mlflow.db or optuna.db, a
+tracking server that does not answer) is one `data.errors.DataError` line.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import pandas as pd
 
 from analysis import covid_runs
 from analysis.results import RunInfo, StudyResults, load_study
+from analysis.store import folder_state, optuna_storage, reading
 from data.errors import DataError
 from trainables.names import (BASELINE, BASELINE_TAG, MLFLOW_DB, OPTUNA_DB, RAY_TRIAL_ATTR, STOPPED_TAG, STUDY_STATE,
                               TEST_PREFIX, TRIAL_TAG)
@@ -78,13 +82,13 @@ class Study:
 def open_study(path_or_name: str | Path, storage: str | Path = "studies", tracking_uri: str | None = None) -> Study:
     """A study folder (or a study's name under `storage`), or with `tracking_uri` a study on an MLflow server."""
     folder = _folder(Path(path_or_name), Path(storage)) if tracking_uri is None else None
-    if folder is not None:
-        state = json.loads((folder / STUDY_STATE).read_text()) if (folder / STUDY_STATE).is_file() else {}
-        tracking_uri = state.get("mlflow_uri") or f"sqlite:///{(folder / MLFLOW_DB).resolve()}"
-        name = state.get("name") or folder.name
+    if folder is not None:  # where it lies now: its own store is its mlflow.db (trainables.names.folder_store)
+        state = folder_state(folder)
+        tracking_uri, name = state.uri, state.name
     else:
         name = str(path_or_name)
-    results = load_study(tracking_uri, name, defaults=False)  # what the runs logged: no trainable imported
+    # what the runs logged (no trainable imported), artefacts read in the folder
+    results = load_study(tracking_uri, name, defaults=False, folder=folder)
     if folder is None and results.study_dir:
         folder = Path(results.study_dir)
     results.study_dir = str(folder) if folder else None
@@ -120,15 +124,17 @@ def _folder(path: Path, storage: Path) -> Path:
 
 
 def _optuna_states(folder: Path | None) -> dict[str, str]:
-    """Ray trial id -> Optuna state (COMPLETE, PRUNED, FAIL, RUNNING), from the study folder's storage."""
-    if folder is None or not (folder / OPTUNA_DB).is_file():
+    """Ray trial id -> Optuna state (COMPLETE, PRUNED, FAIL, RUNNING), from the study folder's storage, read-only.
+    A folder made by `study run` (with study.json) has one; a bare MLflow store may not (states from MLflow then)."""
+    path = None if folder is None else folder / OPTUNA_DB
+    if path is None or not (path.exists() or (folder / STUDY_STATE).exists()):
         return {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{folder / OPTUNA_DB}", skip_table_creation=True)
-    return {t.user_attrs[RAY_TRIAL_ATTR]: t.state.name
-            for s in optuna.get_all_study_summaries(storage)
-            for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
-            if RAY_TRIAL_ATTR in t.user_attrs}
+    storage = optuna_storage(path)
+    with reading(path):
+        return {t.user_attrs[RAY_TRIAL_ATTR]: t.state.name
+                for s in optuna.get_all_study_summaries(storage)
+                for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
+                if RAY_TRIAL_ATTR in t.user_attrs}
 
 
 def _state(run: RunInfo, states: dict[str, str]) -> str:

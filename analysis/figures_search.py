@@ -21,6 +21,7 @@ import numpy as np
 
 from analysis.common import plt, save
 from analysis.results import RunInfo, StudyResults
+from analysis.store import optuna_storage, reading
 from trainables.names import GROUP_ATTR, OPTUNA_DB, SPACE_TAG, STOPPED_TAG, STUDY_KEYS
 
 NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", *STUDY_KEYS}
@@ -34,14 +35,13 @@ def optuna_study(results: StudyResults, part: str):
     if not results.study_dir:
         return None
     path = Path(results.study_dir) / OPTUNA_DB
-    if not path.is_file():
+    if not path.exists():
         return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # skip_table_creation: a reader never writes, not even the schema
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", skip_table_creation=True)
-    if part not in optuna.get_all_study_names(storage):
-        return None
-    return optuna.load_study(study_name=part, storage=storage)
+    storage = optuna_storage(path)  # read-only: a reader never writes, not even the schema
+    with reading(path):
+        if part not in optuna.get_all_study_names(storage):
+            return None
+        return optuna.load_study(study_name=part, storage=storage)
 
 
 def objective(results: StudyResults, part: str, study=None) -> tuple[str, str]:

@@ -12,14 +12,15 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any, Callable
 
 import numpy as np
 
+from analysis.store import mlflow_reader, reading, shown
 from data.errors import DataError
 from trainables import registry
 from trainables.names import (BASELINE, GROUP_TAG, KIND_TAG, PARENT_TAG, PART_TAG, RUN_RESULTS, SPACE_TAG, STORAGE_TAG,
-                              TRAINABLE_TAG)
+                              TRAINABLE_TAG, folder_artifacts, local_path)
 
 SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
 
@@ -92,6 +93,9 @@ class StudyResults:
     data_dir: str | None = None  # overrides the runs' data_dir param (figures that need the CSV)
     study_dir: str | None = None  # the study folder (its Optuna storage); None when not on this machine
     skipped: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
+    # Artefacts downloaded from a tracking server without a cache folder: a temporary folder that lives as long as
+    # these results (removed when they are collected, or at exit), so nothing is left behind in the temp directory.
+    downloads: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def select(self, trainable: str | None = None, group: str | None = None, part: str | None = None,
                **params: str) -> list[RunInfo]:
@@ -169,17 +173,18 @@ def config_defaults(trainable: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in defaults.items()}
 
 
-def _artifacts(client, run, cache: Path) -> dict[str, Path]:
-    """Artefacts under results/: used in place for a local store, else downloaded (weights skipped)."""
-    uri = urlparse(run.info.artifact_uri)
-    root = Path(unquote(uri.path)) / RUN_RESULTS
-    if uri.scheme in ("", "file") and root.is_dir():
-        return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+def _artifacts(client, run, cache: Callable[[], Path], place: Callable[[str], Path | None]) -> dict[str, Path]:
+    """Artefacts under results/: read in place from a local folder (`place`: in the study folder where it lies now,
+    when they are its own), else downloaded from the server into `cache()` (weights skipped)."""
+    local = place(run.info.artifact_uri)
+    if local is not None:
+        root = local / RUN_RESULTS
+        return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
     found: dict[str, Path] = {}
     for item in client.list_artifacts(run.info.run_id, RUN_RESULTS):  # [] when the run has none
         if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
             continue
-        dst = cache / run.info.run_id
+        dst = cache() / run.info.run_id
         dst.mkdir(parents=True, exist_ok=True)
         path = Path(client.download_artifacts(run.info.run_id, item.path, str(dst)))
         found[item.path.split("/", 1)[1]] = path
@@ -196,30 +201,42 @@ def _history(client, run_id: str, keys) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
-def find_experiment(client, study_name: str | None):
-    """The named experiment, else the newest one that has a study parent run (skips MLflow's 'Default')."""
+def find_experiment(client, study_name: str | None, where: str | None = None):
+    """The named experiment, else the newest one that has a study parent run (skips MLflow's 'Default').
+    `where`: the store as errors name it (the client may read a snapshot of it)."""
+    where = shown(where or client.tracking_uri)
     if study_name:
         exp = client.get_experiment_by_name(study_name)
         if exp is None:
             names = [e.name for e in client.search_experiments()]
-            raise DataError(f"no study named {study_name!r}; the store has: {', '.join(names) or 'none'}", client.tracking_uri)
+            raise DataError(f"{where}: no study named {study_name!r}; the store has: {', '.join(names) or 'none'}")
         return exp
     for exp in client.search_experiments(order_by=["creation_time DESC"]):
         if client.search_runs([exp.experiment_id], f"tags.`{KIND_TAG}` != ''", max_results=1):
             return exp
-    raise DataError(f"no study in this store (no experiment with a run tagged {KIND_TAG})", client.tracking_uri)
+    raise DataError(f"{where}: no study in this store (no experiment with a run tagged {KIND_TAG})")
 
 
 def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str | Path | None = None,
-               defaults: bool = True) -> StudyResults:
+               defaults: bool = True, folder: str | Path | None = None) -> StudyResults:
     """Read a study (newest when no name is given) with every child run's params, metrics, curves and artefacts.
 
     `defaults`: fill the config keys a run did not log (older stores) from its trainable's defaults, which imports
-    the trainable (torch for the built-ins); a trainable this machine cannot import fills none."""
+    the trainable (torch for the built-ins); a trainable this machine cannot import fills none.
+    `folder`: the study folder where it lies now, whose artefacts are read there whatever absolute place the store
+    recorded (a copied, moved or renamed folder); default: the folder the parent run names, when this machine sees it.
+    `cache_dir`: where artefacts of a tracking server are downloaded (default: a temporary folder that lives as long
+    as the results). The store is only read (an SQLite store through a snapshot: `analysis.store.mlflow_reader`), and
+    whatever breaks while reading it is one DataError line."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = find_experiment(client, study_name)
+    with reading(tracking_uri), mlflow_reader(tracking_uri) as read_uri:
+        return _load(MlflowClient(tracking_uri=read_uri), tracking_uri, study_name, cache_dir, defaults, folder)
+
+
+def _load(client, tracking_uri: str, study_name: str | None, cache_dir: str | Path | None, defaults: bool,
+          folder: str | Path | None) -> StudyResults:
+    exp = find_experiment(client, study_name, tracking_uri)
     page = client.search_runs([exp.experiment_id], max_results=1000)
     all_runs = list(page)
     while page.token:
@@ -228,7 +245,24 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
     parents = [r for r in all_runs if KIND_TAG in r.data.tags and PARENT_TAG not in r.data.tags]
     parents.sort(key=lambda r: r.info.start_time or 0)
     parent_ids = {r.info.run_id for r in parents}
-    cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="study-report-"))
+    parent_tags = dict(parents[-1].data.tags) if parents else {}
+    # The study folder the parent run names (tag study.storage: where it was when the study began), and where it is
+    recorded = parent_tags.get(STORAGE_TAG)
+    if folder is None and recorded and Path(recorded).is_dir():
+        folder = recorded
+    downloads: list[Any] = []
+
+    def cache() -> Path:
+        if cache_dir:
+            return Path(cache_dir)
+        if not downloads:
+            downloads.append(tempfile.TemporaryDirectory(prefix="study-report-"))
+        return Path(downloads[0].name)
+
+    def place(artifact_uri: str) -> Path | None:
+        mapped = folder_artifacts(artifact_uri, exp.artifact_location, recorded, folder) if folder else None
+        return mapped or local_path(artifact_uri)
+
     runs, failed = [], []
     trainables = {r.data.tags.get(TRAINABLE_TAG) for r in all_runs} - {None, "", BASELINE}
     defaults = {t: config_defaults(t) for t in sorted(trainables)} if defaults else {}
@@ -252,12 +286,9 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
             failed.append(info)
             continue
         info.history = _history(client, info.run_id, r.data.metrics.keys())
-        info.artifacts = _artifacts(client, r, cache)
+        info.artifacts = _artifacts(client, r, cache, place)
         runs.append(info)
     runs.sort(key=lambda r: (r.start_time, r.name))
-    parent_tags = dict(parents[-1].data.tags) if parents else {}
-    # The study folder the parent run names (tag study.storage), when this machine sees it.
-    folder = parent_tags.get(STORAGE_TAG)
     return StudyResults(
         name=exp.name,
         tracking_uri=tracking_uri,
@@ -265,5 +296,6 @@ def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str 
         parent_tags=parent_tags,
         runs=runs,
         failed=failed,
-        study_dir=folder if folder and Path(folder).is_dir() else None,
+        study_dir=str(folder) if folder else None,
+        downloads=downloads,
     )

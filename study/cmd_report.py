@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from study.cli import UsageError
@@ -46,27 +45,25 @@ def _study_dir(storage: Path, name: str | None) -> Path:
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
     from analysis.results import load_study
+    from analysis.store import folder_state
 
-    spec: dict = {}
-    study_dir = None
+    study_dir = state = None
     name = args.name
     if args.storage or not args.mlflow_uri:
         study_dir = _study_dir(Path(args.storage or "studies").resolve(), name)
-        if (study_dir / STUDY_FILE).is_file():
-            spec = json.loads((study_dir / STUDY_FILE).read_text())
-        name = name or spec.get("name") or study_dir.name
-    if args.mlflow_uri:
-        uri = args.mlflow_uri
-    else:
-        uri = spec.get("mlflow_uri") or f"sqlite:///{study_dir / DB_FILE}"
+        # The folder where it lies now: its study's name and store from its study.json (copied, moved or renamed)
+        state = folder_state(study_dir)
+        name = state.name
+    uri = args.mlflow_uri or state.uri
     if args.out:
         out = Path(args.out)
     elif study_dir is not None:
         out = study_dir / "report"
     else:
         raise UsageError("--mlflow-uri without --storage needs --out (where to write the report)")
-    results = load_study(uri, name, cache_dir=out / ".artifacts")
-    results.data_dir = args.data_dir or spec.get("data_dir")
+    # Artefacts are read in the folder; only a tracking server's are downloaded, into the report's .artifacts/
+    results = load_study(uri, name, cache_dir=out / ".artifacts", folder=study_dir)
+    results.data_dir = args.data_dir or (state.data_dir if state else None)
     if study_dir is not None:  # its Optuna storage (optuna.db) holds the search as Optuna saw it
         results.study_dir = str(study_dir)
     index = write_report(results, out)

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on one GPU")
     run.add_argument("--scheduler", choices=("asha", "none"), help="default: the preset's")
-    run.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its checkpoint")
+    run.add_argument("--max-failures", type=int,
+                     help="retries, from its last checkpoint, of a trial whose worker or node died (default: 3 with "
+                          "--address, 0 on this machine; a trial's own error is never retried)")
     run.add_argument("--verbose", action="store_true", help="Ray's table of every trial instead of one progress line")
     run.add_argument("--epochs", type=int, help="override the preset's epochs per trial")
     run.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
@@ -161,7 +163,7 @@ def _new_study(args: argparse.Namespace) -> int:
         target=args.target, preset=preset, name=name, study_dir=str(study_dir),
         mlflow_uri=args.mlflow_uri or default_uri(study_dir), seed=args.seed, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        scheduler=args.scheduler, max_failures=args.max_failures, verbose=args.verbose, address=args.address,
+        scheduler=args.scheduler, max_failures=_max_failures(args), verbose=args.verbose, address=args.address,
         data_dir=str(Path(data_dir).resolve()) if data_dir else None, epochs=args.epochs, extra_fixed=extra_fixed,
         settings=settings, plugin_dir=None if from_preset else str(Path(args.target).resolve().parent),
     )
@@ -180,6 +182,12 @@ def _new_study(args: argparse.Namespace) -> int:
 
         print_after_run(study_dir)
     return code
+
+
+def _max_failures(args: argparse.Namespace) -> int:
+    from study.faults import default_max_failures
+
+    return default_max_failures(args.max_failures, args.address)
 
 
 def _resume(args: argparse.Namespace) -> int:

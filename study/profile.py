@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.api import Study
 from analysis.results import RunInfo
+from analysis.store import mlflow_reader, reading
 from data.errors import DataError
 from trainables.names import END_TIME as END, EVAL_TIME as EVAL, SUMMARY, SUMMARY_FILE
 
@@ -126,9 +127,11 @@ def profile(study: Study) -> list[dict[str, Any]]:
     A part only in MLflow (its summary lost to a resume, which rewrites summary.json) gets no budget: its
     seconds are given, its shares are None."""
     summaries = read_summaries(study.folder)
-    client = MlflowClient(study.tracking_uri)
-    times = _run_times(client, study.results.experiment_id)
-    sums = _epoch_sums(study, client)
+    # The run times and failed runs' curves, read as open_study reads: a snapshot of the store, never the store
+    with reading(study.tracking_uri), mlflow_reader(study.tracking_uri) as uri:
+        client = MlflowClient(uri)
+        times = _run_times(client, study.results.experiment_id)
+        sums = _epoch_sums(study, client)
     runs = {r.run_id: r for r in (*study.results.runs, *study.results.failed)}
     out = []
     for part in [*summaries, *(p for p in dict.fromkeys(study.trials.part) if p not in summaries)]:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from data.errors import DataError
-from study import studyfile, tracking
+from study import faults, studyfile, tracking
 from study.baselines import log_baselines
 from study.local_ray import check_resources, cluster_ray, local_ray
 from study.lock import study_lock
 from study.preflight import check_part_data
+from study.space import open_storage, storage_url
 from study.spec import StudySpec, load_spec, save_spec
 from study.studyfile import Part, StudyFile
 from study.tune_part import load_dataset, print_summary, run_part
@@ -35,6 +36,8 @@ def study_ray(spec: StudySpec, parts: list[Part] | None = None) -> Iterator[dict
     worker through Ray's runtime environment (`py_modules`), on this machine as on a cluster."""
     ship = sorted({str(p.ship) for p in parts or [] if p.ship is not None})
     runtime_env = {"py_modules": ship} if ship else None
+    # MLflow's HTTP retries bounded in the driver and every worker: a server that is gone is found (study.faults)
+    runtime_env = faults.with_tracking_env(runtime_env, spec.mlflow_uri)
     with (cluster_ray(spec.address, runtime_env=runtime_env) if spec.address
           else local_ray(runtime_env=runtime_env)) as resources:
         yield resources
@@ -71,7 +74,14 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
         with study_ray(spec, parts) as resources:
             check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
                             f"the Ray cluster at {spec.address}" if spec.address else "this machine")
-            return _drive(spec, study, parts, loaded, resources)
+            try:
+                return _drive(spec, study, parts, loaded, resources)
+            except Exception as err:  # the driver's own MLflow call found the tracking server gone
+                if not (faults.remote(spec.mlflow_uri) and faults.is_outage(err)):
+                    raise
+                print(faults.outage_line(spec.mlflow_uri, study_dir, resumable=spec.parent_run_id is not None),
+                      flush=True)
+                return faults.TEMPFAIL_EXIT
 
 
 def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: dict[str, Any],
@@ -84,27 +94,36 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
         # The search space goes with the study, so analysis rebuilds the Optuna study without guessing it.
         spaces = {SPACE_TAG + p.name: json.dumps({"space": studyfile.space_json(p), "metric": p.metric,
                                                   "mode": p.mode, "trainable": p.plugin.name}) for p in parts}
-        local = spec.mlflow_uri == tracking.default_uri(study_dir)
+        # The runs' files go into the folder for every store but a server (MLflow's default: ./mlruns of the cwd)
+        local = tracking.keeps_artifacts(spec.mlflow_uri)
         info = tracking.start_study(spec.mlflow_uri, spec.name, {
             KIND_TAG: spec.target, PRESET_TAG: spec.preset or "", STORAGE_TAG: str(study_dir.resolve()),
             **spaces}, artifact_location=(study_dir / ARTIFACTS).resolve().as_uri() if local else None,
             params=tracking.study_params(dataclasses.asdict(spec), parts),
             files={"search_space.json": tracking.search_spaces(parts), STUDY_FILE: text})
         spec.experiment_id, spec.parent_run_id, spec.git_commit = info.experiment_id, info.parent_run_id, info.git_commit
+        open_storage(storage_url(study_dir))  # its Optuna storage first: a folder with study.json has optuna.db
         save_spec(spec)
-    info = tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id, spec.git_commit or "unknown")
+    # Where the runs' files go: this folder's artifacts/, also when it was copied or moved since the study began
+    info = tracking.with_artifacts(tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id,
+                                                         spec.git_commit or "unknown"), study_dir)
     summaries = []
     for part in parts:
         if part.name in spec.done:
             print(f"study: {part.name} already finished, kept as it is", flush=True)
             continue
         summary, configs = run_part(spec, part, info, loaded[part.name], resources)
+        if faults.outage() is not None:  # the tracking server stopped answering: the part goes on at resume
+            summary["complete"] = False
         if part.plugin.baselines is not None and summary["complete"]:
             summary["baselines"] = _baselines(info, part, configs, loaded[part.name][0])
         summaries.append(summary)
         (study_dir / SUMMARY_FILE).write_text(json.dumps(summaries, indent=2, default=str))
         print_summary(summary)
         if not summary["complete"]:
+            if faults.outage() is not None:
+                print(faults.outage_line(spec.mlflow_uri, study_dir), flush=True)
+                return faults.TEMPFAIL_EXIT
             print(f"study: interrupted with {summary['trials']} of {summary['planned']} {part.name} trials; "
                   f"continue with: study resume {study_dir}", flush=True)
             return 130
@@ -121,7 +140,7 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
               f"'error' tag of its MLflow run. {mlflow_line}", flush=True)
     else:
         print(f"study: done. {mlflow_line}", flush=True)
-    print(f"study: report: study report --storage {study_dir.parent} --name {spec.name}", flush=True)
+    print(f"study: report: study report --storage {study_dir.parent} --name {study_dir.name}", flush=True)
     return 1 if errored else 0
 
 

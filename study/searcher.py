@@ -16,12 +16,17 @@ its state in the Optuna storage and uses only public Ray and Optuna calls:
 
 Resume: Tune pickles the searcher as built (tuner.pkl; only plain values, the live study is dropped) and later
 calls `restore()` with what `save()` wrote (small JSON: which Optuna trial each Ray trial is). The storage may
-be ahead of that after a kill; `restore` matches the two so that each Ray trial stays one Optuna trial.
+be ahead of that after a kill; `restore` matches the two so that each Ray trial stays one Optuna trial. The
+pickle holds the storage URL of the folder the study began in; a study folder that was copied or moved since is
+resumed on its own storage: the driver names it in $STUDY_OPTUNA_STORAGE (`STORAGE_ENV`) for the fit, and a
+reopened searcher takes that URL over the pickled one (Tune gives a restored searcher no path to derive it from:
+`restore` gets a copy of the state in Ray's session folder).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from typing import Any
 
@@ -35,6 +40,7 @@ from trainables.names import EARLY_STOPPED, GROUP_ATTR, RAY_TRIAL_ATTR
 TRAINING_ITERATION = "training_iteration"
 FIXED_ATTR = "fixed_run"          # Optuna trial user attribute: index of the fixed run it is
 STATE_VERSION = 1
+STORAGE_ENV = "STUDY_OPTUNA_STORAGE"  # the driver's study folder's storage: a reopened searcher's, over the pickled URL
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -126,7 +132,7 @@ class OptunaSearcher(Searcher):
             return self._study
         if not self._url:
             raise RuntimeError("an OptunaSearcher without a storage URL cannot be reopened after pickling")
-        self._db = open_storage(self._url)
+        self._db = open_storage(os.environ.get(STORAGE_ENV) or self._url)
         stored = self._db.get_n_trials(self._db.get_study_id_from_name(self._name))
         self._study = optuna.load_study(study_name=self._name, storage=self._db,
                                         sampler=self._new_sampler(self._base_seed + stored),

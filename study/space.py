@@ -5,10 +5,11 @@ written as the search runs, so that optuna-dashboard and the report read the sea
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from study.searcher import OptunaSearcher, fixed_point, open_storage
 from study.studyfile import Part
@@ -16,7 +17,8 @@ from trainables.names import OPTUNA_DB
 
 TRAINING_ITERATION = "training_iteration"
 
-__all__ = ["FixedRunsASHA", "build_scheduler", "build_searcher", "open_storage", "split_fixed", "storage_url"]
+__all__ = ["FixedRunsASHA", "InExperimentFIFO", "build_scheduler", "build_searcher", "keep_in_experiment",
+           "open_storage", "split_fixed", "storage_url"]
 
 
 def storage_url(study_dir: str | Path) -> str:
@@ -31,6 +33,36 @@ def split_fixed(part: Part) -> tuple[list[dict], list[dict]]:
     return points, extras
 
 
+def keep_in_experiment(tune_controller: Any, trial: Any) -> None:
+    """A new trial's folder in the experiment the controller runs, where that experiment lies now.
+
+    Ray 2.60 restores a moved or copied experiment folder where it lies, and its trials with it, but the trials its
+    searcher creates after the restore take the storage recorded in the pickled search state: the ORIGINAL folder.
+    Seen with a Tune experiment copied and restored: every new trial's path was under the original, its
+    checkpoints were written there (or, the original gone, the trial failed: "Unable to set up cluster storage").
+    So each trial added is moved into the controller's experiment folder, as Ray itself does for the trials it
+    restores (a copy of the trial's storage with the folder changed, `Trial.set_storage`)."""
+    experiment = getattr(tune_controller, "experiment_path", None)
+    if not experiment or getattr(trial, "storage", None) is None:
+        return
+    experiment = Path(experiment)
+    if Path(trial.remote_experiment_path) == experiment:
+        return
+    storage = copy.copy(trial.storage)
+    storage.storage_fs_path = experiment.parent.as_posix()
+    storage.experiment_dir_name = experiment.name
+    trial.set_storage(storage)
+
+
+class InExperimentFIFO(FIFOScheduler):
+    """Tune's default scheduler (first in, first out) with new trials kept in the experiment's folder
+    (`keep_in_experiment`): a part without ASHA."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        keep_in_experiment(tune_controller, trial)
+        super().on_trial_add(tune_controller, trial)
+
+
 class FixedRunsASHA(ASHAScheduler):
     """ASHA that never stops a fixed homework run, nor a trial at its last epoch.
 
@@ -43,6 +75,10 @@ class FixedRunsASHA(ASHAScheduler):
     def __init__(self, *, time_attr: str = TRAINING_ITERATION, max_t: int = 100, **kwargs: Any):
         super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
         self.budget_attr, self.budget = time_attr, max_t  # ours: ASHA keeps its own copies private
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        keep_in_experiment(tune_controller, trial)
+        super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
@@ -70,9 +106,9 @@ def whole_fixed_runs(part: Part) -> list[dict[str, Any]]:
     return [{**{k: defaults[k] for k in part.space if k not in run and k in defaults}, **run} for run in part.fixed]
 
 
-def build_scheduler(part: Part, name: str) -> TrialScheduler | None:
+def build_scheduler(part: Part, name: str) -> TrialScheduler:
     if name == "none":
-        return None
+        return InExperimentFIFO()
     return FixedRunsASHA(
         time_attr=TRAINING_ITERATION,
         max_t=part.epochs,

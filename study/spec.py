@@ -17,7 +17,7 @@ from data.errors import DataError
 from study import studyfile
 from study.checks import NAME_RULE, InputError, name_ok, parse_bounded, read_input
 from study.studyfile import Part, StudyFile
-from trainables.names import STUDY_FILE, STUDY_STATE
+from trainables.names import STUDY_FILE, STUDY_STATE, embedded_uri, folder_store
 
 
 @dataclass
@@ -27,8 +27,8 @@ class StudySpec:
     target: str                            # a preset's part (covid, vae), homework (all) or the study file's path
     preset: str | None
     name: str
-    study_dir: str
-    mlflow_uri: str
+    study_dir: str                         # the folder where study.json lies now (saved as null: `save_spec`)
+    mlflow_uri: str                        # saved as null for the folder's own store, mlflow.db
     seed: int = 0
     num_samples: int | None = None        # the flags as given (already applied to the study file)
     max_concurrent: int | None = None
@@ -103,10 +103,18 @@ def check_settings(study: StudyFile, settings: dict[str, Any], source: str) -> N
 
 
 def save_spec(spec: StudySpec) -> None:
-    """Atomic write: a kill while saving must not lose the study's state."""
+    """Atomic write: a kill while saving must not lose the study's state.
+
+    Nothing absolute about the folder is written: `study_dir` is null (the folder is where study.json lies) and so
+    is `mlflow_uri` for the embedded store (the folder's own mlflow.db), so a folder that was copied, moved or
+    renamed is read and resumed where it lies (`load_spec`). A user's own --mlflow-uri is kept as given."""
     path = Path(spec.study_dir) / STUDY_STATE
+    state = dataclasses.asdict(spec)
+    state["study_dir"] = None
+    if spec.mlflow_uri == embedded_uri(spec.study_dir):
+        state["mlflow_uri"] = None
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(path)
 
 
@@ -120,4 +128,12 @@ def load_spec(study_dir: str | Path) -> StudySpec:
         raise DataError(f"unreadable study state ({err})", path) from None
     if not name_ok(spec.name):
         raise DataError(f"name {spec.name!r}: {NAME_RULE}", path)
+    if not isinstance(spec.mlflow_uri, (str, type(None))):
+        raise DataError(f"mlflow_uri {spec.mlflow_uri!r}: expected a tracking URI, or null for the folder's own store",
+                        path)
+    # The folder is where study.json lies now, whatever an older study.json recorded (trainables.names.folder_store)
+    folder = path.parent.resolve()
+    recorded = spec.study_dir if isinstance(spec.study_dir, str) else None
+    spec.mlflow_uri = folder_store(spec.mlflow_uri, recorded, folder)
+    spec.study_dir = str(folder)
     return spec

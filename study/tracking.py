@@ -6,7 +6,9 @@ Ray trial id (a tag, stable across restores and retries) and keeps logging into 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from study.space import storage_url
 from study.studyfile import space_spec
-from trainables.names import COMMIT_TAG, MLFLOW_DB, PARENT_TAG, RUN_RESULTS, TRIAL_TAG
+from trainables.names import (ARTIFACTS, COMMIT_TAG, PARENT_TAG, STORAGE_TAG, TRIAL_TAG, embedded_uri,
+                              local_path)
 
 
 
@@ -31,11 +34,72 @@ class TrackingInfo:
     experiment_id: str
     parent_run_id: str
     git_commit: str
+    # The experiment's artefact root as MLflow recorded it (absolute) and the folder that holds it now: set when
+    # the root is the study folder's artifacts/ (`with_artifacts`), so a trial of a copied or moved folder writes its
+    # files into the folder it runs in, never into the original's.
+    artifact_location: str | None = None
+    artifacts: str | None = None
 
 
 def default_uri(study_dir: Path) -> str:
     """SQLite under the study folder: embedded (no server) and accepted by MLflow 3 without extra settings."""
-    return f"sqlite:///{Path(study_dir).resolve() / MLFLOW_DB}"
+    return embedded_uri(study_dir)
+
+
+def keeps_artifacts(uri: str) -> bool:
+    """Whether the study folder holds the runs' files: for every store but a tracking server (which stores them
+    itself). MLflow's default root for a database store is ./mlruns of the working directory: never ours."""
+    return urlsplit(uri).scheme.split("+")[0] not in ("http", "https", "databricks")
+
+
+def with_artifacts(info: TrackingInfo, folder: str | Path) -> TrackingInfo:
+    """`info` with the folder that holds its experiment's artefact root now, where that root is the study folder's
+    artifacts/ as it was recorded when the study began (the parent run's `study.storage` tag): a folder that was
+    copied or moved since then keeps writing into itself. Other roots (a server's, ./mlruns of an older study)
+    are left to MLflow."""
+    if not keeps_artifacts(info.uri):
+        return info
+    client = MlflowClient(info.uri)
+    location = client.get_experiment(info.experiment_id).artifact_location
+    recorded = client.get_run(info.parent_run_id).data.tags.get(STORAGE_TAG)
+    if not recorded or local_path(location) != Path(recorded) / ARTIFACTS:
+        return info
+    return dataclasses.replace(info, artifact_location=location, artifacts=str(Path(folder).resolve() / ARTIFACTS))
+
+
+def _run_folder(info: TrackingInfo, client: MlflowClient, run_id: str) -> Path | None:
+    """The local folder of a run's artefacts in the study folder where it lies now (None: MLflow's own place)."""
+    if not info.artifacts:
+        return None
+    root, run = local_path(info.artifact_location), local_path(client.get_run(run_id).info.artifact_uri)
+    try:
+        return Path(info.artifacts) / run.relative_to(root)
+    except (TypeError, ValueError):
+        return None
+
+
+def log_artifacts(info: TrackingInfo, run_id: str, local_dir: Path, artifact_path: str) -> None:
+    """The files of `local_dir` as the run's artefacts under `artifact_path`: copied into the study folder where it
+    lies now (MLflow's local layout, <root>/<run id>/artifacts/...), else logged through MLflow."""
+    if not (Path(local_dir).is_dir() and any(Path(local_dir).iterdir())):
+        return
+    client = MlflowClient(info.uri)
+    folder = _run_folder(info, client, run_id)
+    if folder is None:
+        client.log_artifacts(run_id, str(local_dir), artifact_path=artifact_path)
+    else:
+        shutil.copytree(local_dir, folder / artifact_path, dirs_exist_ok=True)
+
+
+def log_text(info: TrackingInfo, run_id: str, text: str, file_name: str) -> None:
+    """One text file as a run's artefact, where `log_artifacts` puts files."""
+    client = MlflowClient(info.uri)
+    folder = _run_folder(info, client, run_id)
+    if folder is None:
+        client.log_text(run_id, text, file_name)
+    else:
+        (folder / file_name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / file_name).write_text(text)
 
 
 def git_commit() -> str:
@@ -127,7 +191,7 @@ def finish_study(info: TrackingInfo, status: str, summary: dict[str, Any]) -> No
     client = MlflowClient(info.uri)
     metrics = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     client.log_batch(info.parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
-    client.log_text(info.parent_run_id, json.dumps(summary, indent=2, default=str), "study_summary.json")
+    log_text(info, info.parent_run_id, json.dumps(summary, indent=2, default=str), "study_summary.json")
     client.set_terminated(info.parent_run_id, status=status)
 
 
@@ -162,11 +226,9 @@ def log_epoch(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None
     MlflowClient(uri).log_batch(run_id, metrics=batch)
 
 
-def end_trial(uri: str, run_id: str, status: str, artifact_dir: Path | None = None,
-              tags: dict[str, str] | None = None) -> None:
+def end_trial(uri: str, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+    """Close a trial's run (its files first: `log_artifacts`)."""
     client = MlflowClient(uri)
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
-    if artifact_dir is not None and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
-        client.log_artifacts(run_id, str(artifact_dir), artifact_path=RUN_RESULTS)
     client.set_terminated(run_id, status=status)

@@ -17,10 +17,10 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study import tracking
+from study import faults, tracking
 from study.tracking import TrackingInfo
-from trainables.names import (DATA_HASH_TAG, EPOCH, ERROR_TAG, GROUP_TAG, NODE_TAG, PART_TAG, STOPPED_TAG,
-                              STUDY_KEYS, TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG)
+from trainables.names import (DATA_HASH_TAG, EPOCH, ERROR_TAG, GROUP_TAG, NODE_TAG, PART_TAG, RUN_RESULTS,
+                              STOPPED_TAG, STUDY_KEYS, TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG, embedded_uri)
 from trainables.trainable import Trainable
 
 
@@ -64,13 +64,18 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
         config_error: Exception | None = err
     else:
         params, config_error = plugin.full_config(train_config), None
-    run_id = tracking.trial_run(
-        tracking_info, trial_id, trial_name,
+    # A retried start of a trial that failed with its own error fails again at once (study.faults): Tune's
+    # max_failures is for dead workers and nodes. Every MLflow call waits out a tracking server that blinks.
+    faults.patient(faults.raise_earlier_error, tracking_info, trial_id)
+    run_id = faults.patient(
+        tracking.trial_run, tracking_info, trial_id, trial_name,
         tags={TRAINABLE_TAG: plugin.name, PART_TAG: part, GROUP_TAG: group, DATA_HASH_TAG: data_hash,
               NODE_TAG: ray.get_runtime_context().get_node_id()},
         params=params,
     )
     uri = tracking_info.uri
+    # Epochs the run has already (a retry from an older checkpoint than its last logged epoch): not logged twice.
+    logged = faults.patient(faults.last_logged_epoch, uri, run_id)
     with tempfile.TemporaryDirectory(prefix="trial-") as work:
         work_dir = Path(work)
         checkpoint_dir, artifact_dir = work_dir / "checkpoint", work_dir / "artifacts"
@@ -83,7 +88,8 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
             if not isinstance(metrics.get(EPOCH), (int, float)) or plugin.metric not in metrics:
                 raise ValueError(f"{plugin.name}: report() takes a dict with {EPOCH!r} (1-based) and the objective "
                                  f"{plugin.metric!r}; got keys {sorted(metrics)}")
-            tracking.log_epoch(uri, run_id, metrics, step=int(metrics[EPOCH]))
+            if int(metrics[EPOCH]) > logged:
+                faults.patient(tracking.log_epoch, uri, run_id, metrics, step=int(metrics[EPOCH]))
             # A plugin that writes no state still reports: Tune then keeps no checkpoint (a retry starts over).
             has_state = checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir())
             tune.report(dict(metrics),
@@ -94,32 +100,46 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
                 raise config_error
             plugin.train(cfg, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                          artifact_dir=artifact_dir, data=dataset)
+        except faults.TrackingUnavailable:
+            raise  # not the trial's error, and there is no server to record it in
         except Exception as err:
-            tracking.end_trial(uri, run_id, "FAILED", tags={
+            faults.patient(tracking.end_trial, uri, run_id, "FAILED", tags={
                 ERROR_TAG: f"{type(err).__name__}: {err}",
                 TRACEBACK_TAG: traceback.format_exc()[-4000:],
             })
             raise
-        tracking.end_trial(uri, run_id, "FINISHED", artifact_dir=artifact_dir)
+        faults.patient(tracking.log_artifacts, tracking_info, run_id, artifact_dir, RUN_RESULTS)
+        faults.patient(tracking.end_trial, uri, run_id, "FINISHED")
 
 
 class CloseStoppedRuns(tune.Callback):
     """Driver side: a trial that ASHA stopped never reaches the end of `run_trial`; close its run here.
 
-    It is pickled with the experiment and comes back on restore, so it holds only plain values.
+    It is pickled with the experiment and comes back on restore, so it holds only plain values. `uri` None: the
+    study folder's own store, found from the trial's experiment folder (<study folder>/<part>), so a restored copy
+    of the folder closes its own runs, not the original's.
     """
 
-    def __init__(self, uri: str, experiment_id: str, epochs: int):
+    def __init__(self, uri: str | None, experiment_id: str, epochs: int):
         self.uri, self.experiment_id, self.epochs = uri, experiment_id, int(epochs)
 
     def _close(self, trial: Any, status: str, tags: dict[str, str]) -> None:
-        client = MlflowClient(self.uri)
+        try:
+            self._close_run(trial, status, tags)
+        except Exception as err:  # a tracking server that is gone stops the study (study.faults); resume closes it
+            if not faults.is_outage(err):
+                raise
+            faults.mark_outage(self.uri or "")
+
+    def _close_run(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+        uri = self.uri or embedded_uri(Path(trial.remote_experiment_path).parent)
+        client = MlflowClient(uri)
         runs = client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1,
         )
         if runs and runs[0].info.status == "RUNNING":
-            tracking.end_trial(self.uri, runs[0].info.run_id, status, tags=tags)
+            tracking.end_trial(uri, runs[0].info.run_id, status, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         done = (trial.last_result or {}).get("training_iteration", 0)

@@ -15,10 +15,13 @@ from typing import Any
 import ray
 from ray import tune
 
+from study import faults
+from study.searcher import STORAGE_ENV
 from study.space import build_scheduler, build_searcher, storage_url
 from study.progress import PartProgress
 from study.spec import StudySpec
 from study.studyfile import Part, trial_config
+from study.tracking import default_uri
 from study.trial import CloseStoppedRuns, run_trial
 from trainables.names import GROUP_TAG
 
@@ -84,15 +87,30 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 # Ray keeps the latest checkpoint as well as the best `num_to_keep`: best and last.
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=1, checkpoint_score_attribute=part.metric, checkpoint_score_order=part.mode),
-                callbacks=[CloseStoppedRuns(tracking_info.uri, tracking_info.experiment_id, part.epochs)],
+                # None: the folder's own store, found from the trial's folder (a copied folder closes its own runs)
+                callbacks=[CloseStoppedRuns(None if tracking_info.uri == default_uri(spec.study_dir) else
+                                            tracking_info.uri, tracking_info.experiment_id, part.epochs),
+                           # a tracking server that stops answering stops the fit, resumable (study.faults)
+                           *faults.watch_callbacks(tracking_info.uri, tracking_info.experiment_id)],
             ),
         )
     handler = signal.getsignal(signal.SIGINT)
-    grid = tuner.fit()
+    # The searcher restored from a copied or moved folder opens this folder's Optuna storage (study.searcher)
+    before = os.environ.get(STORAGE_ENV)
+    os.environ[STORAGE_ENV] = storage_url(spec.study_dir)
+    try:
+        grid = tuner.fit()
+    finally:
+        if before is None:
+            os.environ.pop(STORAGE_ENV, None)
+        else:
+            os.environ[STORAGE_ENV] = before
     interrupted = _fit_was_interrupted(handler)
     summary = summarize(part, grid, time.time() - started, resumed, slots)
     # Trials running at a Ctrl-C come back TERMINATED like finished ones: the signal tells them apart.
     summary["complete"] = summary["complete"] and not interrupted
+    if summary["complete"] and faults.remote(tracking_info.uri):  # runs whose close was lost with the server
+        faults.close_leftover_runs(tracking_info, part.name, list(grid), part.epochs)
     summary["fit_started_at"] = started  # unix time: with the runs' start times it splits worker start-up off
     return summary, [dict(r.config) for r in grid if r.error is None and r.config]
 

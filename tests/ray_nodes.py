@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -49,13 +50,53 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
+@dataclass
+class Cluster:
+    """The nodes `ray_cluster` started: the head's GCS port, and each node's `ray start` process (the leader of its
+    own process group), the head first."""
+
+    port: int
+    env: dict[str, str]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def kill_worker(self, i: int = 0) -> None:
+        """SIGKILL to worker node i's whole process group (its raylet, its workers): the node dies at once."""
+        proc = self.procs[1 + i]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def node_ids(self) -> dict[str, str]:
+        """{"head": id, "workers": comma-joined ids} of the nodes alive now (the head holds Ray's
+        `node:__internal_head__` resource)."""
+        code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                "nodes=[n for n in ray.nodes() if n['Alive']]; "
+                "print(','.join(n['NodeID'] for n in nodes if 'node:__internal_head__' in n['Resources'])); "
+                "print(','.join(n['NodeID'] for n in nodes if 'node:__internal_head__' not in n['Resources']))")
+        out = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{self.port}"], env=self.env,
+                             capture_output=True, text=True, timeout=120, check=True)
+        head, workers = (out.stdout.strip().splitlines() + ["", ""])[:2]
+        return {"head": head, "workers": workers}
+
+
 @contextmanager
 def ray_nodes(env: dict[str, str], cpus: int = 1, workers: int = 0, log_dir: Path | None = None) -> Iterator[int]:
     """A head node on 127.0.0.1 (and `workers` more nodes joined to it); yields the head's GCS port."""
+    with ray_cluster(env, cpus, workers, log_dir) as cluster:
+        yield cluster.port
+
+
+@contextmanager
+def ray_cluster(env: dict[str, str], cpus: int = 1, workers: int = 0,
+                log_dir: Path | None = None) -> Iterator[Cluster]:
+    """`ray_nodes`, yielding the `Cluster` (its port, and a way to kill a worker node mid-study)."""
     port = free_port()
     common = ["--num-cpus", str(cpus), "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--block"]
     procs: list[subprocess.Popen] = []
     logs = []
+    cluster = Cluster(port, env, procs)
 
     def start(args: list[str], name: str) -> None:
         log = open(log_dir / f"{name}.log", "wb") if log_dir else subprocess.DEVNULL
@@ -75,7 +116,7 @@ def ray_nodes(env: dict[str, str], cpus: int = 1, workers: int = 0, log_dir: Pat
             start(["--address", f"127.0.0.1:{port}"], f"worker{i}")
         if workers:
             _wait_for_nodes(port, 1 + workers, env)
-        yield port
+        yield cluster
     finally:
         for proc in reversed(procs):
             _stop(proc)

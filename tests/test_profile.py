@@ -18,7 +18,7 @@ from data.errors import DataError
 from study.cli import build_parser, main
 from study.profile import format_profile, profile, read_summaries
 from trainables.names import (ARTIFACTS, COMMIT_TAG, DATA_HASH_TAG, GROUP_TAG, KIND_TAG, MLFLOW_DB, NODE_TAG,
-                                 PARENT_TAG, RUN_RESULTS, STOPPED_TAG, STORAGE_TAG, STUDY_STATE, SUMMARY,
+                                 OPTUNA_DB, PARENT_TAG, RUN_RESULTS, STOPPED_TAG, STORAGE_TAG, STUDY_STATE, SUMMARY,
                                  SUMMARY_FILE, TRAINABLE_TAG, TRIAL_TAG)
 
 NAME = "prof"
@@ -78,7 +78,15 @@ def folder(tmp_path_factory) -> Path:
         "target": "homework", "preset": "homework", "name": NAME, "study_dir": str(study_dir), "mlflow_uri": uri,
         "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "done": ["covid", "vae"]}))
     (study_dir / SUMMARY_FILE).write_text(json.dumps(SUMMARIES, indent=2))
+    _optuna_storage(study_dir)
     return study_dir
+
+
+def _optuna_storage(folder: Path) -> None:
+    """The (empty) Optuna storage a folder with study.json has: `study run` makes it before study.json."""
+    import optuna
+
+    optuna.storages.RDBStorage(f"sqlite:///{folder / OPTUNA_DB}")
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +166,7 @@ def test_after_a_run(folder, tmp_path, capsys):
     print_after_run(folder)
     assert "covid total: 6 epochs; training 13.0 s (16.2%)" in capsys.readouterr().out
     (tmp_path / STUDY_STATE).write_text(json.dumps({"name": NAME, "mlflow_uri": f"sqlite:///{folder / MLFLOW_DB}"}))
+    _optuna_storage(tmp_path)
     print_after_run(tmp_path)
     out = capsys.readouterr().out.strip()
     assert out.startswith("study: no profile: ") and "no part has finished yet" in out and len(out.splitlines()) == 1

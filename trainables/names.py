@@ -6,6 +6,9 @@ No torch and no models here: `study --help`, `study show` and analysis scripts i
 """
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
 # ------------------------------------------------------------------------------ artefacts of a trial
 # File names a trainable writes into its artifact_dir (each Trainable's `artifacts` says which are its own).
 SUMMARY, CONFUSION, PREDICTIONS, IMAGES, MODEL = (
@@ -36,6 +39,56 @@ MLFLOW_DB = "mlflow.db"           # the embedded MLflow store (unless --mlflow-u
 SUMMARY_FILE = "summary.json"     # each part's summary, for scripts
 ARTIFACTS = "artifacts"           # the MLflow artefact root of an embedded store
 RUN_RESULTS = "results"           # a trial run's artefact folder (the trainable's `artifacts`)
+
+
+# ------------------------------------------------------------------------------ a study folder, wherever it lies
+# Nothing absolute about the folder is kept in it: study.json records neither the folder nor the embedded store
+# (null), so a folder that was copied, moved or renamed is read and resumed where it lies now. What the MLflow store
+# records absolutely (an experiment's artefact root, a run's artefact URI) is mapped to the folder here.
+
+
+def embedded_uri(folder: str | Path) -> str:
+    """The embedded MLflow store of a study folder where it lies now: `sqlite:///<folder>/mlflow.db`."""
+    return f"sqlite:///{Path(folder).resolve() / MLFLOW_DB}"
+
+
+def folder_store(recorded_uri: str | None, recorded_folder: str | None, folder: str | Path) -> str:
+    """The MLflow store of `folder` from what its study.json records: none (null), or the embedded store of the
+    folder it was written in (study.json files from before this rule kept both absolute), is the folder's own
+    store where it lies now; any other URI is the user's own store, as given."""
+    if not recorded_uri:
+        return embedded_uri(folder)
+    if recorded_folder and recorded_uri in (f"sqlite:///{Path(recorded_folder) / MLFLOW_DB}",
+                                            embedded_uri(recorded_folder)):
+        return embedded_uri(folder)
+    return recorded_uri
+
+
+def local_path(uri: str | None) -> Path | None:
+    """The local path a `file:` URI (or a plain path) names; None for any other URI (a server's)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    return Path(unquote(parsed.path))
+
+
+def folder_artifacts(artifact_uri: str, location: str | None, recorded_folder: str | None,
+                     folder: str | Path) -> Path | None:
+    """Where a run's artefacts are in `folder`, wherever it lies now; None when they are not the folder's.
+
+    MLflow keeps an experiment's artefact root (`location`) and each run's artefact URI absolute. A study puts the
+    root in its folder (`<folder>/artifacts`, recorded where the folder was when the study began: the parent run's
+    `study.storage` tag, `recorded_folder`), so a run under that root has its files at the same relative path under
+    `folder`'s artifacts/. A run of any other root (a server's, ./mlruns of an older study) is not mapped."""
+    root, run = local_path(location), local_path(artifact_uri)
+    if root is None or run is None or not recorded_folder or root != Path(recorded_folder) / ARTIFACTS:
+        return None
+    try:
+        return Path(folder) / ARTIFACTS / run.relative_to(root)
+    except ValueError:
+        return None
 
 # ------------------------------------------------------------------------------ MLflow tags
 PARENT_TAG = "mlflow.parentRunId"
