@@ -153,6 +153,14 @@ def _outage_types() -> tuple[type, ...]:
     return _OUTAGE_TYPES
 
 
+def caught() -> tuple[type[BaseException], ...]:
+    """What a call to the tracking server raises when it fails: MLflow's own error and the transport's (the
+    places that ask `is_outage` catch these, and let every other exception, a bug, propagate)."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, TrackingUnavailable, OSError, *_outage_types())
+
+
 def is_outage(err: BaseException) -> bool:
     """Whether `err` (or what it was raised from) says the server did not answer, after MLflow's own retries:
     refused or broken connections, timeouts, or only transient error statuses (5xx, 429) until it gave up. A
@@ -177,7 +185,7 @@ def patient(call: Callable[..., T], *args: Any, wait_s: float = TRIAL_WAIT_S, **
     while True:
         try:
             return call(*args, **kwargs)
-        except Exception as err:
+        except caught() as err:
             if not is_outage(err):
                 raise
             if time.monotonic() - started > wait_s:
@@ -265,7 +273,7 @@ class TrackingWatch(tune.Callback):
 
         try:
             MlflowClient(self.uri).get_experiment(self.experiment_id)
-        except Exception as err:  # an answer that is an error (auth, a bad id) is still an answer
+        except caught() as err:  # an answer that is an error (auth, a bad id) is still an answer
             if is_outage(err):
                 mark_outage(self.uri)
 

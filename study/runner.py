@@ -76,7 +76,7 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
                             f"the Ray cluster at {spec.address}" if spec.address else "this machine")
             try:
                 return _drive(spec, study, parts, loaded, resources)
-            except Exception as err:  # the driver's own MLflow call found the tracking server gone
+            except faults.caught() as err:  # the driver's own MLflow call found the tracking server gone
                 if not (faults.remote(spec.mlflow_uri) and faults.is_outage(err)):
                     raise
                 print(faults.outage_line(spec.mlflow_uri, study_dir, resumable=spec.parent_run_id is not None),

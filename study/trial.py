@@ -126,7 +126,7 @@ class CloseStoppedRuns(tune.Callback):
     def _close(self, trial: Any, status: str, tags: dict[str, str]) -> None:
         try:
             self._close_run(trial, status, tags)
-        except Exception as err:  # a tracking server that is gone stops the study (study.faults); resume closes it
+        except faults.caught() as err:  # a tracking server that is gone stops the study (study.faults); resume closes it
             if not faults.is_outage(err):
                 raise
             faults.mark_outage(self.uri or "")
