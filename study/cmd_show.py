@@ -57,8 +57,9 @@ def summary(study: Any, top: int) -> dict[str, Any]:
         metric, mode = study.objective(part)
         varying = [c for c in study.config_keys(part) if c in trials and c not in NOT_PARAMS
                    and trials[c].astype(str).nunique() > 1]
-        ranked = trials.dropna(subset=[metric]) if metric in trials else trials.iloc[0:0]
-        ranked = ranked.sort_values(metric, ascending=mode == "min").head(top)
+        # A part whose trials have not reported yet has no objective column: its counts, and no ranking.
+        ranked = trials.dropna(subset=[metric]).sort_values(metric, ascending=mode == "min").head(top) \
+            if metric in trials else trials.iloc[0:0]
         cols = ["trial_id", "group", "state", metric, f"{metric}_std", *varying, "epochs_run"]
         info: dict[str, Any] = {
             "states": {k: int(v) for k, v in trials.state.value_counts().items()},

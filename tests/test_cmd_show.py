@@ -26,3 +26,24 @@ def test_an_mlflow_uri_that_does_not_answer(capsys):
     assert time.monotonic() - started < 10
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no MLflow server answers there" in err
+
+
+def test_a_part_with_nothing_reported_yet_shows_its_counts():
+    """Trials that started but reported no epoch have no objective column yet: the counts, no ranking."""
+    import pandas as pd
+
+    from study.cmd_show import summary
+
+    class Running:
+        name = "s"
+        trials = pd.DataFrame([{"part": "toy", "trial_id": "t1", "group": "fixed", "state": "RUNNING",
+                                "chosen": False, "width": 4}])
+
+        def objective(self, part):
+            return "val_loss", "min"
+
+        def config_keys(self, part):
+            return ["width"]
+
+    info = summary(Running(), top=5)["parts"]["toy"]
+    assert info["states"] == {"RUNNING": 1} and info["top"] == [] and info["metric"] == "val_loss"
