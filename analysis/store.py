@@ -18,10 +18,8 @@ file too, so a reader that hands them a path can write where it meant to read. H
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
-import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -32,10 +30,10 @@ from typing import Any, Iterator
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from data.errors import DataError
+from data.inputs import InputError, parse_bounded, read_input
 from trainables.names import MLFLOW_DB, OPTUNA_DB, STUDY_STATE, embedded_uri, folder_store
 
 PROBE_TIMEOUT_S = 5.0
-STATE_MAX_BYTES = 1 << 20          # study.json: a few KiB
 SQLITE_HEADER = b"SQLite format 3\x00"
 MLFLOW_TABLES = ("experiments", "runs", "tags", "params", "metrics")
 OPTUNA_TABLES = ("studies", "trials", "version_info")
@@ -70,27 +68,12 @@ def folder_state(folder: str | Path) -> FolderState:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    """study.json: a regular file of at most STATE_MAX_BYTES, a JSON object with a name (opened without blocking, so a
-    FIFO or a device is refused, never waited on)."""
+    """study.json, by the rule of every input (`data.inputs`: a regular file of at most 1 MiB, bounded nesting),
+    a JSON object with a name."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as err:
-        raise DataError(f"cannot read the study state ({err.strerror or err})", path) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError("not a regular file: not a study's state", path)
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(STATE_MAX_BYTES + 1)
-    except OSError as err:
-        raise DataError(f"cannot read the study state ({err.strerror or err})", path) from None
-    finally:
-        os.close(fd)
-    if len(data) > STATE_MAX_BYTES:
-        raise DataError(f"larger than {STATE_MAX_BYTES >> 10} KiB: not a study's state", path)
-    try:
-        state = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise DataError(f"unreadable study state ({err})", path) from None
+        state = parse_bounded(json.loads, read_input(path))
+    except (InputError, json.JSONDecodeError) as err:
+        raise DataError(f"not a readable study state ({err})", path) from None
     if not isinstance(state, dict) or not isinstance(state.get("name"), str) or not state["name"]:
         raise DataError("not a study's state (a JSON object with the study's name)", path)
     for key in ("mlflow_uri", "study_dir", "data_dir"):

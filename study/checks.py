@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,16 +20,10 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 NAME_RULE = "use 1-128 letters, digits, '-', '_' or '.' (one folder name, not '.' or '..')"
 SEED_MAX = 2**31 - 1
 PROBE_TIMEOUT_S = 5.0
-MAX_INPUT_BYTES = 1 << 20  # a study file, a --fixed file, study.json: the homework preset is 6 KiB
-MAX_DEPTH = 32             # lists and tables inside each other: a study file needs 5
 
 
 class FlagError(DataError):
     """A flag value that cannot work; one line naming the flag."""
-
-
-class InputError(ValueError):
-    """A file or text that is not a bounded input (kind of file, size, nesting); `str()` is the problem."""
 
 
 def name_ok(name: object) -> bool:
@@ -43,51 +36,6 @@ def check_name(name: str, flag: str = "--name") -> str:
     if not name_ok(name):
         raise FlagError(f"{flag} {name!r}: {NAME_RULE}")
     return name
-
-
-def read_input(path: str | os.PathLike) -> str:
-    """The text of a file a user names: a regular file of at most MAX_INPUT_BYTES, UTF-8. Opened without
-    blocking and checked on the open file, so a FIFO, a device or a folder is refused, never waited on or read
-    without end. InputError naming the problem."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as err:
-        raise InputError(f"cannot read it ({err.strerror or err})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError("not a regular file (a folder, a FIFO or a device): name a file")
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_INPUT_BYTES + 1)
-    except OSError as err:
-        raise InputError(f"cannot read it ({err.strerror or err})") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_INPUT_BYTES:
-        raise InputError(f"larger than {MAX_INPUT_BYTES // 1024} KiB, the most a study input may be")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"cannot read it ({err})") from None
-
-
-def parse_bounded(parse, text: str):
-    """`parse(text)` (tomllib.loads, json.loads) with lists and tables nested at most MAX_DEPTH deep: deeper is
-    an InputError, never a RecursionError. The parser's own errors pass through."""
-    too_deep = InputError(f"nested deeper than {MAX_DEPTH} levels of lists and tables")
-    try:
-        value = parse(text)
-    except RecursionError:
-        raise too_deep from None
-    if _too_deep(value, 0):
-        raise too_deep
-    return value
-
-
-def _too_deep(value: object, level: int) -> bool:
-    if level > MAX_DEPTH:
-        return True
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return any(_too_deep(v, level + 1) for v in children)
 
 
 def check_seed(seed: int) -> int:

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from data.inputs import InputError, parse_bounded, read_input
 from study import studyfile
 from study.cli import UsageError
 from trainables.names import STUDY_STATE
@@ -87,14 +88,14 @@ def _fixed_runs(value: str | None, study: studyfile.StudyFile) -> list[dict]:
     text = value
     if not value.lstrip().startswith("["):  # else a path to a JSON file (a long JSON text is no file name)
         try:
-            text = checks.read_input(value)
-        except checks.InputError as err:
+            text = read_input(value)
+        except InputError as err:
             raise checks.FlagError(f"--fixed {value[:80]!r}: neither a JSON list nor a readable file ({err})") from None
     try:
-        runs = checks.parse_bounded(json.loads, text)
+        runs = parse_bounded(json.loads, text)
     except json.JSONDecodeError as err:
         raise checks.FlagError(f"--fixed: not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except checks.InputError as err:
+    except InputError as err:
         raise checks.FlagError(f"--fixed: {err}") from None
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise checks.FlagError("--fixed: expected a JSON list of objects, one per run")
@@ -102,7 +103,7 @@ def _fixed_runs(value: str | None, study: studyfile.StudyFile) -> list[dict]:
 
 
 def _settings(values: list[str], study: studyfile.StudyFile, source: str) -> dict:
-    from study.checks import FlagError, InputError, parse_bounded
+    from study.checks import FlagError
     from study.spec import check_settings
 
     out = {}

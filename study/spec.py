@@ -15,7 +15,8 @@ from typing import Any
 
 from data.errors import DataError
 from study import studyfile
-from study.checks import NAME_RULE, InputError, name_ok, parse_bounded, read_input
+from data.inputs import InputError, parse_bounded, read_input
+from study.checks import NAME_RULE, name_ok
 from study.studyfile import Part, StudyFile
 from trainables.names import STUDY_FILE, STUDY_STATE, embedded_uri, folder_store
 

@@ -20,7 +20,8 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   distribution_to_json)
 
 from data.errors import DataError
-from study.checks import NAME_RE, NAME_RULE, InputError, name_ok, parse_bounded, read_input
+from data.inputs import InputError, parse_bounded, read_input
+from study.checks import NAME_RE, NAME_RULE, name_ok
 from trainables import registry
 from trainables.names import STUDY_KEYS
 from trainables.trainable import Trainable

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from data import inputs
 from data.errors import DataError
 from study import checks, studyfile
 from study.cli import main
@@ -59,7 +60,7 @@ def test_a_study_file_that_is_not_a_regular_file_is_refused_unread(in_tmp, capsy
 
 def test_a_study_file_over_the_size_limit_is_refused(in_tmp, capsys):
     big = in_tmp / "big.toml"
-    big.write_text(COVID + "#" * checks.MAX_INPUT_BYTES)
+    big.write_text(COVID + "#" * inputs.MAX_INPUT_BYTES)
     assert f"{big}: larger than 1024 KiB" in refused(capsys, in_tmp, "run", str(big))
 
 
@@ -68,13 +69,13 @@ def test_a_study_file_over_the_size_limit_is_refused(in_tmp, capsys):
 def test_deeply_nested_toml_is_one_line_not_a_recursion_error(text, in_tmp, capsys):
     path = in_tmp / "deep.toml"
     path.write_text(text)
-    assert f"{path}: nested deeper than {checks.MAX_DEPTH} levels" in refused(capsys, in_tmp, "run", str(path))
+    assert f"{path}: nested deeper than {inputs.MAX_DEPTH} levels" in refused(capsys, in_tmp, "run", str(path))
 
 
 def test_fixed_files_are_regular_bounded_and_shallow(in_tmp, capsys):
     os.mkfifo(in_tmp / "fifo.json")
     big, deep = in_tmp / "big.json", in_tmp / "deep.json"
-    big.write_text("[" + " " * checks.MAX_INPUT_BYTES + "]")
+    big.write_text("[" + " " * inputs.MAX_INPUT_BYTES + "]")
     deep.write_text("[" * DEEP)
     args = ("run", "covid", "--preset", "smoke", "--name", "s", "--fixed")
     assert "not a regular file" in refused(capsys, in_tmp, *args, str(in_tmp / "fifo.json"))
