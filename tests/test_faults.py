@@ -357,7 +357,10 @@ def test_a_worker_node_that_dies_mid_study(tmp_path):
     attempts = [s for s in starts(project) if s["trial"] == trial]
     assert len(attempts) == 2 and attempts[0]["node"] == worker and attempts[1]["node"] == ids["head"], attempts
     went_on = attempts[1]["first"]
-    assert 2 <= went_on <= epoch_at_kill + 1, (went_on, epoch_at_kill)  # from its checkpoint, not from scratch
+    # From a checkpoint, not from scratch. Not bounded by the epoch seen at the kill: between reading the store and
+    # the SIGKILL the trial may persist one more checkpoint (seen in CI: killed with epoch 1 logged, went on at 3);
+    # that no epoch is lost or repeated is assert_every_epoch_once above.
+    assert 2 <= went_on <= epochs, (went_on, epoch_at_kill)
     assert optuna_steps(study_dir)[trial] == list(range(1, epochs + 1))
     run = next(r for r in runs if r.data.tags["ray.trial_id"] == trial)
     print(f"\nnode loss: trial {trial} on worker node {worker[:12]} killed at {at_s:.1f} s with epoch "
