@@ -98,17 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return stop.exit_code(int(args.handler(args) or 0))  # 143 for a study that a SIGTERM stopped
+        code = stop.exit_code(int(args.handler(args) or 0))  # 143 for a study that a SIGTERM stopped
     except UsageError as err:
         parser.print_usage(sys.stderr)
         print(f"study: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
     except DataError as err:
         print(f"study: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("study: interrupted" + (" (SIGTERM)" if stop.terminated() else ""), file=sys.stderr)
-        return stop.exit_code(130)
+        code = stop.exit_code(130)
+    return stop.leave(code)  # ends the process itself after an interrupted ray.init (study.stop)
 
 
 if __name__ == "__main__":

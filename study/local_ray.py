@@ -21,6 +21,9 @@ When Ray reads them (public means only, no reload of Ray's internals):
   start a local Ray enters it first thing, before importing the modules that import ray. `local_ray()` enters it
   too, and refuses with a RuntimeError when ray was already imported outside it: such a Ray would take the
   machine's address (every interface), and a driver not in token mode is refused by its own GCS.
+- Every study driver, local or on a cluster, imports ray with `RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1` set for the
+  import only (`import_ray_as_driver`, DRIVER_IMPORT_ENV): its core worker then installs no C++ failure-signal
+  handler, whose stack dump was all a SIGTERM landing inside ray.init printed (study.stop).
 - The token is read at the process's first ray.init and kept for the life of the process. A second local Ray in
   the same process would get a fresh token that the driver never reads: `local_ray()` refuses it (RuntimeError),
   and each local study runs in a process of its own (`study run`/`resume` are one study each; `study bench` runs
@@ -37,7 +40,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
@@ -50,6 +53,12 @@ from study import stop
 LOCAL_ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOCAL_ENV_REMOVED = ("RAY_ADDRESS", "RAY_AUTH_TOKEN")
 TOKEN_FILE = "auth_token"
+# Set only while this process imports ray (Ray reads it then, into its constants), for a study's driver, local or
+# on a cluster: its core worker installs no C++ failure-signal handler, whose "*** SIGTERM received ***" stack dump
+# is what a SIGTERM landing inside ray.init printed (study.stop); Python's faulthandler, which ray.init enables,
+# still reports a crash. Ray's own processes, started later, do not inherit it and keep their handler. A value the
+# user set is kept.
+DRIVER_IMPORT_ENV = {"RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}
 # Inside local_environment(): whether ray was first imported in this process with LOCAL_ENV set (None outside).
 _imported_with_local_env: bool | None = None
 # Whether this process has run a ray.init (its driver then holds that Ray's token for good).
@@ -93,6 +102,15 @@ def _environment(set_vars: dict[str, str], removed: tuple[str, ...]) -> Iterator
                 os.environ[k] = v
 
 
+def import_ray_as_driver() -> None:
+    """Import ray for a study's driver, with DRIVER_IMPORT_ENV set for the import only; nothing if it is already
+    imported."""
+    if "ray" in sys.modules:
+        return
+    with _environment({k: os.environ.get(k, v) for k, v in DRIVER_IMPORT_ENV.items()}, ()):
+        import ray  # noqa: F401
+
+
 @contextmanager
 def local_environment() -> Iterator[None]:
     """LOCAL_ENV set and LOCAL_ENV_REMOVED removed for the `with` block (put back afterwards, for a caller in the
@@ -106,15 +124,22 @@ def local_environment() -> Iterator[None]:
     with _environment(LOCAL_ENV, LOCAL_ENV_REMOVED):
         _imported_with_local_env = seen
         try:
+            import_ray_as_driver()
             yield
         finally:
             _imported_with_local_env = outer
 
 
+@contextmanager
+def _cluster_environment() -> Iterator[None]:
+    import_ray_as_driver()
+    yield
+
+
 def study_environment(address: str | None):
-    """What a study command enters first thing: `local_environment()` for a local study, nothing for a cluster
-    (its driver joins with the caller's own settings)."""
-    return nullcontext() if address else local_environment()
+    """What a study command enters first thing: `local_environment()` for a local study; for a cluster, only
+    ray imported as a driver (DRIVER_IMPORT_ENV): it joins with the caller's own settings."""
+    return _cluster_environment() if address else local_environment()
 
 
 @contextmanager
@@ -142,8 +167,9 @@ def local_ray(num_cpus: int | None = None, runtime_env: dict | None = None) -> I
                 _ray_started = True
                 clean = False
                 try:
-                    ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus,
-                             runtime_env=runtime_env)
+                    with stop.starting_ray():
+                        ray.init(address="local", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus,
+                                 runtime_env=runtime_env)
                     stop.take_back_sigterm()  # ray.init put in its own handlers (a C++ stack dump)
                     _check_loopback(ray)
                     yield ray.cluster_resources()
@@ -216,7 +242,8 @@ def cluster_ray(address: str, runtime_env: dict | None = None) -> Iterator[dict[
     check_ray_address(address)
     _ray_started = True
     try:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        with stop.starting_ray():
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     except ConnectionError as err:
         cause = str(err.__cause__ or err)
         if "auth" in cause.lower() or os.environ.get("RAY_AUTH_MODE", "") != "token":

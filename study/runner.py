@@ -71,17 +71,23 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
         print(f"study: {spec.name} in {study_dir}", flush=True)
         for line in warnings:
             print(f"study: warning: {line}", flush=True)
-        with study_ray(spec, parts) as resources:
-            check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
-                            f"the Ray cluster at {spec.address}" if spec.address else "this machine")
-            try:
-                return _drive(spec, study, parts, loaded, resources)
-            except faults.caught() as err:  # the driver's own MLflow call found the tracking server gone
-                if not (faults.remote(spec.mlflow_uri) and faults.is_outage(err)):
-                    raise
-                print(faults.outage_line(spec.mlflow_uri, study_dir, resumable=spec.parent_run_id is not None),
-                      flush=True)
-                return faults.TEMPFAIL_EXIT
+        try:
+            with study_ray(spec, parts) as resources:
+                check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
+                                f"the Ray cluster at {spec.address}" if spec.address else "this machine")
+                try:
+                    return _drive(spec, study, parts, loaded, resources)
+                except faults.caught() as err:  # the driver's own MLflow call found the tracking server gone
+                    if not (faults.remote(spec.mlflow_uri) and faults.is_outage(err)):
+                        raise
+                    print(faults.outage_line(spec.mlflow_uri, study_dir, resumable=spec.parent_run_id is not None),
+                          flush=True)
+                    return faults.TEMPFAIL_EXIT
+        except KeyboardInterrupt:  # outside Tune's fit (which stops on a Ctrl-C and returns): Ray's start, most often
+            print(f"study: continue with: study resume {study_dir}" if (study_dir / STUDY_STATE).exists() else
+                  "study: stopped before the study began (nothing of it was kept); run the same command again",
+                  flush=True)
+            raise
 
 
 def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: dict[str, Any],

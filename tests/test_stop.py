@@ -77,6 +77,37 @@ def test_a_sigterm_takes_the_ctrl_c_path():
     ], out.stdout + out.stderr[-2000:]
 
 
+_LEAVE = """
+import atexit, signal, sys
+from study import stop
+
+atexit.register(lambda: print("TEARDOWN RAN", flush=True))
+print("NOT INTERRUPTED", stop.leave(3))  # returned: nothing stopped ray.init
+for err in (SystemExit(1), SystemExit(signal.SIGTERM) if sys.argv[1] == "sigterm" else KeyboardInterrupt()):
+    try:
+        with stop.starting_ray():  # a stand-in for ray.init stopped half-way
+            raise err
+    except BaseException as caught:
+        print("PASSED ON", type(caught).__name__, flush=True)
+print("OUTPUT KEPT", end="")  # not flushed: leave flushes it
+stop.leave(7)
+print("AFTER LEAVE")
+"""
+
+
+@pytest.mark.parametrize("interrupt", ["sigterm", "ctrl-c"])
+def test_an_interrupted_ray_start_ends_the_process_without_its_teardown(interrupt):
+    """After ray.init was interrupted, `leave` ends the process with the command's code, its output flushed, and
+    without the interpreter's teardown (atexit handlers, destructors), which crashed in the half-made core worker.
+    Another exit out of ray.init (here SystemExit(1)) is not an interrupt."""
+    out = subprocess.run([sys.executable, "-c", _LEAVE, interrupt], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 7, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["NOT INTERRUPTED 3", "PASSED ON SystemExit",
+                                       f"PASSED ON {'SystemExit' if interrupt == 'sigterm' else 'KeyboardInterrupt'}",
+                                       "OUTPUT KEPT"], out.stdout
+
+
 # A stand-in for one of Ray's programs: it starts a child that ignores SIGTERM (as an agent stuck in a call does)
 # and prints that child's pid.
 _DAEMON = """
