@@ -20,6 +20,7 @@ from analysis.api import Study
 from analysis.results import RunInfo
 from analysis.store import mlflow_reader, reading
 from data.errors import DataError
+from study.spec import load_summaries
 from trainables.names import END_TIME as END, EVAL_TIME as EVAL, SUMMARY, SUMMARY_FILE
 
 # The trainables log these two under their literal names (no constant for them in trainables/).
@@ -33,16 +34,9 @@ def read_summaries(folder: Path | None) -> dict[str, dict[str, Any]]:
     if folder is None:
         raise DataError(f"the profile needs the study folder's {SUMMARY_FILE}; this machine does not see the folder",
                         "--mlflow-uri")
-    path = Path(folder) / SUMMARY_FILE
-    try:
-        found = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError("no part has finished yet (no summary of one)", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"unreadable ({err})", path) from None
-    if not isinstance(found, list) or not all(isinstance(s, dict) and "trainable" in s for s in found):
-        raise DataError("expected a JSON list of part summaries, each with 'trainable'", path)
-    return {s.get("part", s["trainable"]): s for s in found}  # older summaries name the part by its trainable
+    if not (Path(folder) / SUMMARY_FILE).exists():
+        raise DataError("no part has finished yet (no summary of one)", Path(folder) / SUMMARY_FILE)
+    return load_summaries(folder)
 
 
 def _run_times(client: MlflowClient, experiment_id: str) -> dict[str, tuple[int, int | None]]:
@@ -115,7 +109,7 @@ def _notes(summary: dict[str, Any], rows: list[dict[str, Any]], running: int) ->
     if running:
         notes.append(f"{running} run(s) not ended (still running, or left by a killed driver): not counted")
     if not summary:
-        notes.append(f"no entry in {SUMMARY_FILE} (a resume rewrites it with only the parts it ran): no budget")
+        notes.append(f"no entry in {SUMMARY_FILE} for this part: no budget")
     elif summary.get("overhead_per_trial_s", 0) is None:
         notes.append("resumed: wall_s is the last driver's only, trial walls span the interruption")
     return notes

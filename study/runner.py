@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +21,7 @@ from study.local_ray import check_resources, cluster_ray, local_ray
 from study.lock import study_lock
 from study.preflight import check_part_data
 from study.space import open_storage, storage_url
-from study.spec import StudySpec, load_spec, save_spec
+from study.spec import StudySpec, load_spec, load_summaries, save_spec
 from study.studyfile import Part, StudyFile
 from study.tune_part import load_dataset, print_summary, run_part
 from trainables.names import (ARTIFACTS, KIND_TAG, PRESET_TAG, SPACE_TAG, STORAGE_TAG, STUDY_FILE, STUDY_STATE,
@@ -71,10 +71,13 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
         print(f"study: {spec.name} in {study_dir}", flush=True)
         for line in warnings:
             print(f"study: warning: {line}", flush=True)
+        todo = [part for part in parts if part.name not in spec.done]
         try:
-            with study_ray(spec, parts) as resources:
-                check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
-                                f"the Ray cluster at {spec.address}" if spec.address else "this machine")
+            # No Ray for a study with no part left to run (a resume of a finished one only ends its MLflow run)
+            with study_ray(spec, parts) if todo else nullcontext({}) as resources:
+                if todo:
+                    check_resources(resources, spec.cpus_per_trial, spec.gpus_per_trial,
+                                    f"the Ray cluster at {spec.address}" if spec.address else "this machine")
                 try:
                     return _drive(spec, study, parts, loaded, resources)
                 except faults.caught() as err:  # the driver's own MLflow call found the tracking server gone
@@ -113,7 +116,7 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
     # Where the runs' files go: this folder's artifacts/, also when it was copied or moved since the study began
     info = tracking.with_artifacts(tracking.TrackingInfo(spec.mlflow_uri, spec.experiment_id, spec.parent_run_id,
                                                          spec.git_commit or "unknown"), study_dir)
-    summaries = []
+    summaries = _earlier_summaries(study_dir, spec.done)
     for part in parts:
         if part.name in spec.done:
             print(f"study: {part.name} already finished, kept as it is", flush=True)
@@ -148,6 +151,15 @@ def _drive(spec: StudySpec, study: StudyFile | None, parts: list[Part], loaded: 
         print(f"study: done. {mlflow_line}", flush=True)
     print(f"study: report: study report --storage {study_dir.parent} --name {study_dir.name}", flush=True)
     return 1 if errored else 0
+
+
+def _earlier_summaries(study_dir: Path, done: list[str]) -> list[dict[str, Any]]:
+    """The summaries of the parts an earlier driver finished (from summary.json): the last lines, the exit status
+    and summary.json of a resumed study count every part, an errored trial of a part finished before included."""
+    if not done or not (study_dir / SUMMARY_FILE).exists():
+        return []
+    found = load_summaries(study_dir)
+    return [found[name] for name in done if name in found]
 
 
 def _baselines(info: Any, part: Part, configs: list[dict[str, Any]], data: Any) -> dict[str, int]:

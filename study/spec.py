@@ -18,7 +18,7 @@ from study import studyfile
 from data.inputs import InputError, parse_bounded, read_input
 from study.checks import NAME_RULE, name_ok
 from study.studyfile import Part, StudyFile
-from trainables.names import STUDY_FILE, STUDY_STATE, embedded_uri, folder_store
+from trainables.names import STUDY_FILE, STUDY_STATE, SUMMARY_FILE, embedded_uri, folder_store
 
 
 @dataclass
@@ -138,3 +138,15 @@ def load_spec(study_dir: str | Path) -> StudySpec:
     spec.mlflow_uri = folder_store(spec.mlflow_uri, recorded, folder)
     spec.study_dir = str(folder)
     return spec
+
+
+def load_summaries(study_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The folder's summary.json (each finished part's summary, written by the runner) by part name."""
+    path = Path(study_dir) / SUMMARY_FILE
+    try:
+        found = parse_bounded(json.loads, read_input(path))
+    except (json.JSONDecodeError, InputError) as err:
+        raise DataError(f"unreadable ({err})", path) from None
+    if not isinstance(found, list) or not all(isinstance(s, dict) and "trainable" in s for s in found):
+        raise DataError("expected a JSON list of part summaries, each with 'trainable'", path)
+    return {s.get("part", s["trainable"]): s for s in found}  # older summaries name the part by its trainable

@@ -189,11 +189,28 @@ def test_resume_of_a_finished_copy_never_touches_the_original(finished, tmp_path
     copy = tmp_path / "copy" / "again"
     shutil.copytree(finished, copy, symlinks=True)
     before = digest(finished)
-    out = ok(cli("resume", str(copy), cwd=tmp_path)).stdout
+    done = ok(cli("resume", str(copy), cwd=tmp_path))
+    out = done.stdout
     assert f"study: {NAME} in {copy}" in out and "toy already finished" in out, out[-3000:]
-    assert f"--name {copy.name}" in out  # the report's hint names the folder as it lies
+    assert "study: done." in out and f"--name {copy.name}" in out  # the report's hint names the folder as it lies
+    assert "Started a local Ray instance" not in done.stderr  # nothing left to run: no Ray
     assert digest(finished) == before
     assert json.loads((copy / "study.json").read_text())["mlflow_uri"] is None  # the folder's own store
+
+
+def test_a_resume_counts_the_errored_trials_of_parts_finished_before(finished, tmp_path):
+    """The parts an earlier driver finished are in the resumed study's last line, exit status and summary.json:
+    here the copy's summary.json records an errored trial of its finished part, as that driver wrote it."""
+    copy = tmp_path / NAME
+    shutil.copytree(finished, copy, symlinks=True)
+    summaries = json.loads((copy / "summary.json").read_text())
+    summaries[0]["errored"] = 1
+    (copy / "summary.json").write_text(json.dumps(summaries))
+    resumed = cli("resume", str(copy), cwd=tmp_path)
+    assert resumed.returncode == 1, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = summaries[0]["trials"]
+    assert f"study: finished with 1 of {trials} trials errored (toy 1/{trials})" in resumed.stdout, resumed.stdout
+    assert json.loads((copy / "summary.json").read_text()) == summaries
 
 
 def test_resume_of_an_interrupted_copy_finishes_on_the_copy(interrupted, tmp_path):
