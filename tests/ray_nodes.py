@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from process_group import stop_group
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -32,22 +34,6 @@ def _answers(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # children that outlived the command itself
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -119,7 +105,7 @@ def ray_cluster(env: dict[str, str], cpus: int = 1, workers: int = 0,
         yield cluster
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc)
         for log in logs:
             log.close()
 

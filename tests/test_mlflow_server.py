@@ -7,8 +7,6 @@ reads the server's SQLite file or artifact folder directly: every check is a req
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from process_group import stop_group
 
 from study.studyfile import preset_part
 
@@ -50,26 +49,6 @@ def _api(base: str, endpoint: str, params: dict | None = None, body: dict | None
         return json.loads(resp.read())
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's whole process group (it forks workers), SIGKILL if it lingers; bounded waits."""
-    if proc.poll() is None:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    # workers left behind in the group after the leader exited
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """(base URL, artifact folder) of a fresh `mlflow server`; stopped, with all its workers, afterwards."""
@@ -99,7 +78,7 @@ def mlflow_server(tmp_path):
             time.sleep(0.5)
         yield base, artifacts
     finally:
-        _stop(proc)
+        stop_group(proc, term_s=15)
 
 
 def test_study_logs_to_mlflow_server(real_data_dir, tmp_path, mlflow_server):
