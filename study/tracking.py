@@ -196,7 +196,8 @@ def finish_study(info: TrackingInfo, status: str, summary: dict[str, Any]) -> No
 
 
 def trial_run(info: TrackingInfo, trial_id: str, trial_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
-    """The trial's child run: found by trial id when it exists (resume, retry), else created; set RUNNING."""
+    """The trial's child run: found by trial id when it exists (resume, retry), else created; set RUNNING. A
+    found run gets `tags` again: a retry on another node names the node it goes on on (`ray.node_id`)."""
     client = MlflowClient(info.uri)
     found = client.search_runs(
         [info.experiment_id],
@@ -206,6 +207,7 @@ def trial_run(info: TrackingInfo, trial_id: str, trial_name: str, tags: dict[str
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
     all_tags = {PARENT_TAG: info.parent_run_id, TRIAL_TAG: trial_id, COMMIT_TAG: info.git_commit, **tags}
     run = client.create_run(info.experiment_id, run_name=trial_name, tags=all_tags)

@@ -108,6 +108,9 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(data_dir, tmp_path):
     rest, _ = run(data_dir, epochs=3, config={"dropout": 0.3}, resume_from=str(tmp_path / "ck"))
     drop = lambda ms: [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in ms]  # noqa: E731
     assert drop(first + rest) == drop(straight)
+    # the checkpoint was written with dropout 0.3: another dropout would continue a curve no config produced
+    with pytest.raises(ValueError, match=r"different dropout \(0.3, now 0.1\); only .* may change on resume"):
+        run(data_dir, epochs=3, config={"dropout": 0.1}, resume_from=str(tmp_path / "ck"))
 
 
 def test_the_baselines_fit_on_the_same_windows(data_dir):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from process_group import stop_group
 from ray_nodes import ray_cluster
 from study import faults
 
@@ -363,6 +363,7 @@ def test_a_worker_node_that_dies_mid_study(tmp_path):
     assert 2 <= went_on <= epochs, (went_on, epoch_at_kill)
     assert optuna_steps(study_dir)[trial] == list(range(1, epochs + 1))
     run = next(r for r in runs if r.data.tags["ray.trial_id"] == trial)
+    assert run.data.tags["ray.node_id"] == ids["head"]  # where it went on and finished
     print(f"\nnode loss: trial {trial} on worker node {worker[:12]} killed at {at_s:.1f} s with epoch "
           f"{epoch_at_kill} logged; went on at epoch {went_on} on the head node {ids['head'][:12]} "
           f"({attempts[1]['time'] - attempts[0]['time']:.1f} s after its first start); "
@@ -410,22 +411,8 @@ class Server:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # workers left in the group
-        except (ProcessLookupError, PermissionError):
-            pass
+        if proc is not None:
+            stop_group(proc, term_s=15)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ weekly rule, logistic regression, boosted trees) on exactly the same windows and
           means over seeds of those numbers, `*_std` their sample std, `*_acc_ens` the seed ensemble (mean
           P(increase) > 0.5), `epoch_*` the epoch's own values (the learning curves).
 
-Resumable: the state is written into checkpoint_dir before each report and read back from resume_from.
+Resumable: `trainables.common` writes the state into checkpoint_dir before each report (`end_epoch`) and reads it
+back from resume_from (`resume_state`, which refuses a checkpoint written under another config).
 Study files beside this one name it `trainable = "cnn:TRAINABLE"`.
 """
 from __future__ import annotations
@@ -28,13 +29,14 @@ from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, build_sequence_data
 from trainables import Trainable
-from trainables.common import BestEpochs, check_config_values, load_checkpoint, save_checkpoint, start_fit
-from trainables.config import NESTED, config_from_dict, flat_config
+from trainables.common import BestEpochs, check_config_values, end_epoch, epochs_to_run, resume_state, start_fit
+from trainables.config import NESTED, config_from_dict
 from trainables.covid_hooks import COVID_HOOKS
-from trainables.names import EARLY_STOPPED
 
 PARTS = ("train", "val", "test")
 EVAL_ROWS = 4096  # windows per forward pass at evaluation
+# What may differ between a checkpoint's config and the resumed run's: the budget and where it runs, not the fit
+RESUMABLE_CHANGES = {"epochs", "patience", "num_threads", "device", "data_dir"}
 
 
 @dataclass
@@ -146,9 +148,9 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
     tracker = BestEpochs("max", len(seeds), cfg.patience)
     scored: dict[str, np.ndarray] = {}  # metric -> per seed, at its best validation epoch
     best_p = {part: torch.zeros(len(seeds), len(idx[part]), device=device) for part in ("val", "test")}
-    first, metrics = 1, {}
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
+    metrics = {}
+    state = resume_state(resume_from, cfg, RESUMABLE_CHANGES)  # refused if written under another config
+    if state is not None:
         for model, opt, gen, saved in zip(models, opts, gens, state["seeds"]):
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["opt"])
@@ -157,9 +159,9 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
         tracker = BestEpochs("max", len(seeds), cfg.patience, **state["best"])
         scored = {k: np.asarray(v) for k, v in state["scored"].items()}
         best_p = {k: v.to(device) for k, v in state["best_p"].items()}
-        first, metrics = state["epoch"] + 1, state["metrics"]
+        metrics = state["metrics"]
 
-    for epoch in range(first, cfg.epochs + 1):
+    for epoch in epochs_to_run(cfg, state):
         t0 = time.perf_counter()
         now = {f"{p}_{w}": np.zeros(len(seeds)) for p in PARTS for w in ("loss", "acc")}  # this epoch, per seed
         probs = {}
@@ -187,17 +189,11 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
             metrics[f"{part}_acc_ens"] = float(((p.mean(0) > 0.5).long() == y[idx[part]]).double().mean())
         metrics |= {f"epoch_{name}": float(v.mean()) for name, v in now.items()}
         metrics["epoch_time_s"] = time.perf_counter() - t0
-        stop = tracker.stop(epoch)
-        if stop:
-            metrics[EARLY_STOPPED] = 1.0
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, epoch=epoch, metrics=metrics, config=flat_config(cfg),
-                            rng=torch.get_rng_state(), best=tracker.state(),
-                            scored={k: v.tolist() for k, v in scored.items()}, best_p=best_p,
-                            seeds=[{"model": m.state_dict(), "opt": o.state_dict(), "gen": g.get_state()}
-                                   for m, o, g in zip(models, opts, gens)])
-        report(metrics)
-        if stop:
+        own = {"rng": torch.get_rng_state(), "scored": {k: v.tolist() for k, v in scored.items()}, "best_p": best_p,
+               "seeds": [{"model": m.state_dict(), "opt": o.state_dict(), "gen": g.get_state()}
+                         for m, o, g in zip(models, opts, gens)]}
+        # checkpoint, then report (the order the study needs); True once patience ran out
+        if end_epoch(epoch, metrics, tracker, cfg, own, checkpoint_dir=checkpoint_dir, report=report):
             break
     return metrics
 
