@@ -65,6 +65,14 @@ def progress_line(name: str, trials: list[Any], planned: int, epochs: int, slots
             f"{best_text} | {_duration(elapsed_s)} elapsed, {left}")
 
 
+def console_line(text: str) -> None:
+    """A line of the study's own (a failed trial) while the progress line may be on screen: on a terminal it takes
+    the progress line's place (rewritten below it at the next report); to a file or a pipe, a line of its own."""
+    if sys.stdout.isatty():
+        sys.stdout.write("\r\x1b[K")
+    print(text, flush=True)
+
+
 class PartProgress(ProgressReporter):
     """Tune's progress reporter for one part. Pickled with the experiment (so a resumed study keeps it): it
     holds plain values only and finds the terminal when it writes."""

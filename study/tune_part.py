@@ -16,6 +16,7 @@ import ray
 from ray import tune
 
 from study import faults
+from study.console import FailedTrialLines, quiet_tune
 from study.searcher import STORAGE_ENV
 from study.space import build_scheduler, build_searcher, storage_url
 from study.progress import PartProgress
@@ -90,6 +91,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 # None: the folder's own store, found from the trial's folder (a copied folder closes its own runs)
                 callbacks=[CloseStoppedRuns(None if tracking_info.uri == default_uri(spec.study_dir) else
                                             tracking_info.uri, tracking_info.experiment_id, part.epochs),
+                           FailedTrialLines(part.name),  # one line per failed trial, not Ray's traceback
                            # a tracking server that stops answering stops the fit, resumable (study.faults)
                            *faults.watch_callbacks(tracking_info.uri, tracking_info.experiment_id)],
             ),
@@ -99,7 +101,8 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
     before = os.environ.get(STORAGE_ENV)
     os.environ[STORAGE_ENV] = storage_url(spec.study_dir)
     try:
-        grid = tuner.fit()
+        with quiet_tune():  # Ray's lines that say nothing to a study's user (study.console)
+            grid = tuner.fit()
     finally:
         if before is None:
             os.environ.pop(STORAGE_ENV, None)

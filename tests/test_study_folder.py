@@ -131,6 +131,8 @@ def interrupted(tmp_path_factory) -> Path:
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130, (base / "run.log").read_text()[-3000:]
+    said = (base / "run.log").read_text()  # the study's own way on, not Tune's (study.console)
+    assert "continue with: study resume" in said and "Tuner.restore" not in said, said[-3000:]
     states = [s for (s,) in rows(folder / "optuna.db", "SELECT state FROM trials")]
     assert len(states) < 4 and "RUNNING" in states, states  # a resume has trials to finish and to create
     return folder
