@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
 
 from analysis import covid_runs
 from analysis.results import RunInfo, StudyResults, load_study
-from analysis.store import folder_state, optuna_storage, reading
+from analysis.store import folder_state
+from analysis.trial_states import optuna_states, trial_state
 from data.errors import DataError
-from trainables.names import (BASELINE, BASELINE_TAG, MLFLOW_DB, OPTUNA_DB, RAY_TRIAL_ATTR, STOPPED_TAG, STUDY_STATE,
-                              TEST_PREFIX, TRIAL_TAG)
+from trainables.names import BASELINE, BASELINE_TAG, MLFLOW_DB, STUDY_STATE, TEST_PREFIX
 
 ID_COLUMNS = ["part", "trial_id", "run_id", "group", "state", "chosen"]
 
@@ -92,7 +91,7 @@ def open_study(path_or_name: str | Path, storage: str | Path = "studies", tracki
     if folder is None and results.study_dir:
         folder = Path(results.study_dir)
     results.study_dir = str(folder) if folder else None
-    states = _optuna_states(folder)
+    states = optuna_states(folder)
     runs = [r for r in [*results.runs, *results.failed] if r.trainable and r.trainable != BASELINE]
     chosen = {c.run_id for c in map(results.chosen, {r.part for r in runs}) if c is not None}
     configs: dict[str, dict[str, Any]] = {}
@@ -100,7 +99,7 @@ def open_study(path_or_name: str | Path, storage: str | Path = "studies", tracki
         configs |= _typed([r for r in runs if r.part == part])
     rows = [_trial_row(r, configs[r.run_id], states, chosen) for r in runs]
     trials = _frame(rows, ID_COLUMNS)
-    history = pd.DataFrame([{"part": r.part, "trial_id": r.tags.get(TRIAL_TAG, r.name), "epoch": int(step),
+    history = pd.DataFrame([{"part": r.part, "trial_id": r.trial_id, "epoch": int(step),
                              "metric": key, "value": float(value)}
                             for r in runs for key, (steps, values) in sorted(r.history.items()) if key != "epoch"
                             for step, value in zip(steps, values)],
@@ -121,31 +120,6 @@ def _folder(path: Path, storage: Path) -> Path:
     if path.is_dir() or (storage / path).is_dir():
         raise DataError(f"not a study folder (no {STUDY_STATE} or {MLFLOW_DB})", path if path.is_dir() else storage / path)
     raise DataError(f"no study folder here, nor {storage / path}", path)
-
-
-def _optuna_states(folder: Path | None) -> dict[str, str]:
-    """Ray trial id -> Optuna state (COMPLETE, PRUNED, FAIL, RUNNING), from the study folder's storage, read-only.
-    A folder made by `study run` (with study.json) has one; a bare MLflow store may not (states from MLflow then)."""
-    path = None if folder is None else folder / OPTUNA_DB
-    if path is None or not (path.exists() or (folder / STUDY_STATE).exists()):
-        return {}
-    storage = optuna_storage(path)
-    with reading(path):
-        return {t.user_attrs[RAY_TRIAL_ATTR]: t.state.name
-                for s in optuna.get_all_study_summaries(storage)
-                for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
-                if RAY_TRIAL_ATTR in t.user_attrs}
-
-
-def _state(run: RunInfo, states: dict[str, str]) -> str:
-    found = states.get(run.tags.get(TRIAL_TAG, ""))
-    if found:
-        return found
-    if run.status == "FAILED":
-        return "FAIL"
-    if run.status == "RUNNING":
-        return "RUNNING"
-    return "PRUNED" if run.tags.get(STOPPED_TAG, "").startswith("scheduler") else "COMPLETE"
 
 
 def _typed(runs: list[RunInfo]) -> dict[str, dict[str, Any]]:
@@ -175,8 +149,8 @@ def _frame(rows: list[dict[str, Any]], first: list[str]) -> pd.DataFrame:
 
 def _trial_row(run: RunInfo, config: dict[str, Any], states: dict[str, str], chosen: set[str]) -> dict[str, Any]:
     epochs = [int(s[-1]) for s in (steps for steps, _ in run.history.values()) if len(s)]
-    return {"part": run.part, "trial_id": run.tags.get(TRIAL_TAG, run.name), "run_id": run.run_id,
-            "group": run.group, "state": _state(run, states), "chosen": run.run_id in chosen,
+    return {"part": run.part, "trial_id": run.trial_id, "run_id": run.run_id,
+            "group": run.group, "state": trial_state(run, states), "chosen": run.run_id in chosen,
             **{k: v for k, v in config.items() if k not in ID_COLUMNS},
             **{k: v for k, v in sorted(run.metrics.items()) if k not in ("epoch", "epoch_time_s")},
             "epochs_run": max(epochs, default=0),

@@ -19,8 +19,8 @@ import numpy as np
 from analysis.store import mlflow_reader, reading, shown
 from data.errors import DataError
 from trainables import registry
-from trainables.names import (BASELINE, GROUP_TAG, KIND_TAG, PARENT_TAG, PART_TAG, RUN_RESULTS, SPACE_TAG, STORAGE_TAG,
-                              TRAINABLE_TAG, folder_artifacts, local_path)
+from trainables.names import (BASELINE, BASELINE_KEY_TAG, GROUP_TAG, KIND_TAG, PARENT_TAG, PART_TAG, RUN_RESULTS,
+                              SPACE_TAG, STORAGE_TAG, TRAINABLE_TAG, TRIAL_TAG, folder_artifacts, local_path)
 
 SKIP_DOWNLOAD = (".pt", ".ckpt")  # model weights: large, and no figure needs them
 
@@ -52,6 +52,13 @@ class RunInfo:
     @property
     def group(self) -> str:
         return self.tags.get(GROUP_TAG, "")
+
+    @property
+    def trial_id(self) -> str:
+        """The trial's name wherever a study shows one (`study show`, `open_study`, the report): its Ray trial id,
+        as the study's progress and failure lines say it (the run's name, `run_trial_<id>`, is Ray's; a run
+        without the tag, a baseline or an older store's, goes by its run name)."""
+        return self.tags.get(TRIAL_TAG) or self.name
 
     def param(self, key: str, default: str | None = None) -> str | None:
         value = self.params.get(key, default)
@@ -142,6 +149,29 @@ class StudyResults:
         keys = set().union(*(r.params for r in self.select(part=part)))
         return [r for r in self.select(trainable=BASELINE) if r.tags.get(PART_TAG) == part
                 or (PART_TAG not in r.tags and set(r.params) - BASELINE_OWN <= keys)]
+
+    def baselines_of(self, run: RunInfo) -> list[RunInfo] | None:
+        """The baseline runs fitted on `run`'s data setting; [] when none was; None when what the runs logged
+        cannot tell which of the part's settings is `run`'s (never another setting's baselines).
+
+        Generic, for any trainable: a setting's runs (one `study.baseline_key`) share their setting's params; the
+        setting is `run`'s when every one of those params that `run` logged too has `run`'s value (and, where the
+        rows name the split the baselines trained on, `trained_split`, it is `run`'s `split`). A setting that
+        shares no param with `run` cannot be told apart, nor can two that both agree."""
+        groups: dict[str, list[RunInfo]] = {}
+        for b in self.baselines(run.part):
+            own = {k: v for k, v in b.params.items() if k not in BASELINE_OWN}
+            groups.setdefault(b.tags.get(BASELINE_KEY_TAG) or json.dumps(own, sort_keys=True), []).append(b)
+        found = []
+        for runs in groups.values():
+            common = set.intersection(*({(k, v) for k, v in r.params.items() if k not in BASELINE_OWN} for r in runs))
+            shared = [(k, v) for k, v in common if k in run.params]
+            if not shared:
+                return None
+            trained = {r.params.get("trained_split") for r in runs} - {None}
+            if all(run.params[k] == v for k, v in shared) and trained <= {run.params.get("split", "random")}:
+                found.append(runs)
+        return None if len(found) > 1 else (found[0] if found else [])
 
     def of_part(self, part: str) -> StudyResults:
         """The study as one part sees it: its trials and its baselines (a report section's input). `skipped` is

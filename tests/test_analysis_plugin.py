@@ -34,11 +34,12 @@ def test_the_report_has_a_generic_section_with_figures(toy, tmp_path):
         assert (figures / name).stat().st_size > 2000, name
         assert f"figures/{name}" in md
     assert "## Part toy\n" in md and "## Part toy-b (trainable toy)" in md
-    assert "Trials are chosen on val_loss (lower is better): 6 finished (1 fixed, 5 search), 1 not finished" in md
+    assert ("Trials are chosen on val_loss (lower is better) among the 6 that ran (1 fixed, 5 search); by state: "
+            "6 complete, 1 failed." in md)
     chosen = min(results.select(part="toy"), key=lambda r: r.metrics["val_loss"])
-    assert f"Trial {chosen.name} (" in md and "Reported, not used to choose:" in md
+    assert f"Trial {chosen.trial_id} (fixed, complete)" in md and "Reported, not used to choose:" in md
     assert "| test_loss |" in md.split("Reported, not used to choose:")[1]
-    assert "| trial | group | val_loss | lr | width | epochs run |" in md
+    assert "| trial | group | state | val_loss | lr | width | epochs run |" in md
     # one trial cannot explain anything: the reason, in one line
     assert "toy-b_search_importance: needs at least two finished toy-b trials" in md
     assert "Problem 1" not in md and "Problem 2" not in md
