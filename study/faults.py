@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 from ray import tune
+
+from study.stop import stop_fit_like_ctrl_c
 
 CLUSTER_MAX_FAILURES = 3
 TEMPFAIL_EXIT = 75  # sysexits.h EX_TEMPFAIL
@@ -278,16 +279,10 @@ class TrackingWatch(tune.Callback):
                 mark_outage(self.uri)
 
     def _stop_fit(self) -> None:
-        """Tune's own SIGINT handler, called as a Ctrl-C would: the loop ends after this step, the experiment
-        state is saved with the running trials as they are (resumable), and `fit()` returns."""
+        """Stop the fit as a Ctrl-C does (study.stop): the running trials stay resumable."""
         self._stopping = True
-        handler = signal.getsignal(signal.SIGINT)
-        tune_handler = callable(handler) and handler is not signal.default_int_handler
-        if threading.current_thread() is not threading.main_thread() or not tune_handler:
+        if not stop_fit_like_ctrl_c():
             raise TrackingUnavailable(f"the MLflow tracking server at {self.uri} stopped answering")
-        # Tune says "Stop signal received (e.g. via SIGINT/Ctrl+C) ..." and how to restore: the study says its own.
-        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
-        handler(signal.SIGINT, None)
 
 
 logging.getLogger("urllib3.connectionpool").addFilter(_NotThisThread())

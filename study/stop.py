@@ -32,6 +32,7 @@ So:
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -48,6 +49,20 @@ _received: set[int] = set()  # the signals this module turned into a Ctrl-C
 _blocks = 0  # how many sigterm_as_ctrl_c() blocks are open
 _ending = False  # inside ending(): a SIGTERM is only remembered
 _ray_start_interrupted = False  # a SIGTERM or Ctrl-C stopped ray.init half-way (starting_ray)
+
+
+def stop_fit_like_ctrl_c() -> bool:
+    """From a Tune callback on the driver: call Tune's own SIGINT handler as a Ctrl-C would, so the loop ends after
+    this step, the experiment is saved with its running trials as they are (resumable) and `fit()` returns. False
+    where that cannot be done (not the main thread, or Tune installed no handler): the caller says why."""
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler) \
+            or handler is signal.default_int_handler:
+        return False
+    # Tune says "Stop signal received (e.g. via SIGINT/Ctrl+C) ..." and how to restore: the study says its own.
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    handler(signal.SIGINT, None)
+    return True
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

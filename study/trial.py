@@ -18,10 +18,21 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from study import faults, tracking
+from study.stop import stop_fit_like_ctrl_c
 from study.tracking import TrackingInfo
 from trainables.names import (DATA_HASH_TAG, EPOCH, ERROR_TAG, GROUP_TAG, NODE_TAG, PART_TAG, RUN_RESULTS,
                               STOPPED_TAG, STUDY_KEYS, TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG, embedded_uri)
-from trainables.trainable import Trainable
+from trainables.reports import ReportError, reader_for, write_checkpoint_epoch
+from trainables.trainable import BUDGET, Trainable
+
+
+class TrainExited(RuntimeError):
+    """`train` called sys.exit(): the trial's own error (a SystemExit would end the Ray worker, not the trial)."""
+
+
+class TrainInterrupted(RuntimeError):
+    """`train` raised KeyboardInterrupt: the trial fails, and the driver stops the study as a Ctrl-C does
+    (`StopOnInterrupt`)."""
 
 
 def quiet_exit_in_callbacks() -> None:
@@ -84,30 +95,50 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
         if restored is not None:
             resume_from = Path(restored.to_directory(str(work_dir / "restored")))
 
+        # Every report is read once (trainables.reports) and only that reading goes on: MLflow, Tune, ASHA, the
+        # searcher, the progress line and the summary all see the same plain numbers, or the trial fails.
+        reader = reader_for(plugin.metric, getattr(cfg, BUDGET, 0), resume_from)
+        tune_stopped: list[bool] = []  # Tune ends a trial's thread with sys.exit(0) inside tune.report (ASHA)
+
         def report(metrics: dict[str, Any]) -> None:
-            if not isinstance(metrics.get(EPOCH), (int, float)) or plugin.metric not in metrics:
-                raise ValueError(f"{plugin.name}: report() takes a dict with {EPOCH!r} (1-based) and the objective "
-                                 f"{plugin.metric!r}; got keys {sorted(metrics)}")
-            if int(metrics[EPOCH]) > logged:
-                faults.patient(tracking.log_epoch, uri, run_id, metrics, step=int(metrics[EPOCH]))
+            clean = reader.read(metrics)
+            epoch = int(clean[EPOCH])
+            if epoch > logged:
+                faults.patient(tracking.log_epoch, uri, run_id, clean, step=epoch)
             # A plugin that writes no state still reports: Tune then keeps no checkpoint (a retry starts over).
             has_state = checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir())
-            tune.report(dict(metrics),
-                        checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)) if has_state else None)
+            if has_state:
+                write_checkpoint_epoch(checkpoint_dir, epoch)
+            try:
+                tune.report(clean,
+                            checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)) if has_state else None)
+            except SystemExit:
+                tune_stopped.append(True)
+                raise
 
         try:
             if config_error is not None:
                 raise config_error
-            plugin.train(cfg, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
-                         artifact_dir=artifact_dir, data=dataset)
+            try:
+                plugin.train(cfg, report, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                             artifact_dir=artifact_dir, data=dataset)
+            except SystemExit as err:
+                if tune_stopped:  # Tune's own stop of the trial, not the plugin's exit
+                    raise
+                raise TrainExited(f"train called sys.exit({err.code!r}); raise an exception to fail a trial") from None
+            except KeyboardInterrupt:
+                raise TrainInterrupted("train raised KeyboardInterrupt: the study stops as on a Ctrl-C") from None
+            reader.finish()  # an error `train` swallowed, or no report at all
         except faults.TrackingUnavailable:
             raise  # not the trial's error, and there is no server to record it in
         except Exception as err:
+            if reader.error is not None and not isinstance(err, (ReportError, TrainInterrupted, TrainExited)):
+                err = reader.error  # train swallowed the report's error and then failed of it: say the cause
             faults.patient(tracking.end_trial, uri, run_id, "FAILED", tags={
                 ERROR_TAG: f"{type(err).__name__}: {err}",
                 TRACEBACK_TAG: traceback.format_exc()[-4000:],
             })
-            raise
+            raise err from None
         faults.patient(tracking.log_artifacts, tracking_info, run_id, artifact_dir, RUN_RESULTS)
         faults.patient(tracking.end_trial, uri, run_id, "FINISHED")
 
@@ -151,3 +182,15 @@ class CloseStoppedRuns(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # The worker marks FAILED itself; this covers a worker that died without getting the chance.
         self._close(trial, "FAILED", {ERROR_TAG: "trial process failed (see the Ray trial error file)"})
+
+
+class StopOnInterrupt(tune.Callback):
+    """Driver side: a trial whose `train` raised KeyboardInterrupt (`TrainInterrupted`) stops the study as a
+    Ctrl-C does; the other trials stay resumable with `study resume`. Holds no state (pickled with the
+    experiment)."""
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # the error file Tune just wrote, as text (never the pickled exception: nothing is unpickled)
+        path = Path(trial.error_file) if trial.error_file else None
+        if path is not None and path.is_file() and TrainInterrupted.__name__ in path.read_text(errors="replace"):
+            stop_fit_like_ctrl_c()

@@ -23,7 +23,7 @@ from study.progress import PartProgress
 from study.spec import StudySpec
 from study.studyfile import Part, trial_config
 from study.tracking import default_uri
-from study.trial import CloseStoppedRuns, run_trial
+from study.trial import CloseStoppedRuns, StopOnInterrupt, run_trial
 from trainables.names import GROUP_TAG
 
 
@@ -91,6 +91,7 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
                 # None: the folder's own store, found from the trial's folder (a copied folder closes its own runs)
                 callbacks=[CloseStoppedRuns(None if tracking_info.uri == default_uri(spec.study_dir) else
                                             tracking_info.uri, tracking_info.experiment_id, part.epochs),
+                           StopOnInterrupt(),  # a train that raised KeyboardInterrupt stops the study
                            FailedTrialLines(part.name),  # one line per failed trial, not Ray's traceback
                            # a tracking server that stops answering stops the fit, resumable (study.faults)
                            *faults.watch_callbacks(tracking_info.uri, tracking_info.experiment_id)],
