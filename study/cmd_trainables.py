@@ -31,7 +31,17 @@ def _rows(study_file: str | None) -> list[dict[str, Any]]:
                 seen.add(part.trainable)
                 found.append((part.trainable, registry.find(part.trainable, part.ship.parent if part.ship else None)))
     return [{"name": ref, "source": f.source, "metric": f.trainable.metric, "mode": f.trainable.mode,
-             "description": f.trainable.description, "config": f.trainable.full_config({})} for ref, f in found]
+             "description": f.trainable.description, "config": _defaults(ref, f.trainable)} for ref, f in found]
+
+
+def _defaults(ref: str, trainable: Any) -> dict[str, Any]:
+    """Every default as a study file writes it (an Enum's value, a path's text): what a plain run gets."""
+    from trainables.registry import PluginError
+
+    try:
+        return trainable.full_config({})
+    except ValueError as err:  # the config's own __post_init__ refuses its defaults
+        raise PluginError(f"{ref!r}: its config refuses its own defaults: {err}") from None
 
 
 def _list(args: argparse.Namespace) -> int:

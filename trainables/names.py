@@ -111,6 +111,10 @@ STORAGE_TAG = "study.storage"     # parent run: the study folder
 SPACE_TAG = "study.space."        # + part: JSON {space: {name: Optuna distribution JSON}, metric, mode, trainable}
 # Keys a study adds to a trial's config that are not the trainable's own.
 STUDY_KEYS = (GROUP_TAG,)
+# Names no config field may take (`Trainable(...)` refuses them): the keys a study adds to a trial's config, and the
+# columns `open_study(...).trials` and `study show` put beside a trial's config values, which would hide a setting
+# of the same name (analysis.api.ID_COLUMNS and the trial row's own columns).
+RESERVED_KEYS = (*STUDY_KEYS, "part", "trial_id", "run_id", "state", "chosen", "epochs_run", "train_s", "start_time")
 # Optuna trial user attributes
 RAY_TRIAL_ATTR = "ray_trial_id"
 GROUP_ATTR = GROUP_TAG

@@ -34,8 +34,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainables.config import check_config_values, config_from_dict, config_keys, flat_config
-from trainables.names import EPOCH, TEST_PREFIX
+from trainables.config import check_config_class, config_from_dict, config_keys, flat_config
+from trainables.names import EPOCH, RESERVED_KEYS, TEST_PREFIX
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 BUDGET = "epochs"  # the config field a study reads a trial's budget from (ASHA's max_t, the progress line)
@@ -84,6 +84,10 @@ class Trainable:
         for f in dataclasses.fields(self.config):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise TrainableError("config", f"field {f.name!r} of {self.config.__name__} has no default")
+        try:  # every flat key once, none of the study's own, each annotation one a study file can give
+            check_config_class(self.config, RESERVED_KEYS)
+        except ValueError as err:
+            raise TrainableError("config", str(err)) from None
         if BUDGET not in config_keys(self.config):
             raise TrainableError("config", f"{self.config.__name__} has no {BUDGET!r} field (the trial's budget)")
         if not callable(self.train):
@@ -100,19 +104,19 @@ class Trainable:
 
     # --------------------------------------------------------------------------------------------- configs
     def make_config(self, values: dict[str, Any]) -> Any:
-        """The config a trial runs with: unknown keys and wrong types are a ValueError naming the key."""
+        """The config a trial runs with, each value converted to its field's annotation (an Enum member, a Path,
+        a list, ...): unknown keys and wrong values are a ValueError naming the key."""
         try:
-            cfg = config_from_dict(self.config, dict(values))
+            return config_from_dict(self.config, dict(values))
         except TypeError as err:  # the dataclass' own constructor
             raise ValueError(str(err)) from None
-        check_config_values(cfg, {}, {})
-        return cfg
 
     def keys(self) -> list[str]:
         return config_keys(self.config)
 
     def full_config(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Every config value a trial runs with, defaults included (flat keys), so params describe it whole."""
+        """Every config value a trial runs with, defaults included (flat keys), so params describe it whole: plain
+        values (an Enum's value, a path's text), as MLflow params, JSON and checkpoints hold them."""
         return flat_config(self.make_config(values))
 
     def progress_columns(self) -> dict[str, str]:
