@@ -22,7 +22,7 @@ from study.stop import stop_fit_like_ctrl_c
 from study.tracking import TrackingInfo
 from trainables.names import (DATA_HASH_TAG, EPOCH, ERROR_TAG, GROUP_TAG, NODE_TAG, PART_TAG, RUN_RESULTS,
                               STOPPED_TAG, STUDY_KEYS, TRACEBACK_TAG, TRAINABLE_TAG, TRIAL_TAG, embedded_uri)
-from trainables.reports import ReportError, reader_for, write_checkpoint_epoch
+from trainables.reports import EpochMarks, ReportError, reader_for
 from trainables.trainable import BUDGET, Trainable
 
 
@@ -98,6 +98,7 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
         # Every report is read once (trainables.reports) and only that reading goes on: MLflow, Tune, ASHA, the
         # searcher, the progress line and the summary all see the same plain numbers, or the trial fails.
         reader = reader_for(plugin.metric, getattr(cfg, BUDGET, 0), resume_from)
+        marks = EpochMarks()
         tune_stopped: list[bool] = []  # Tune ends a trial's thread with sys.exit(0) inside tune.report (ASHA)
 
         def report(metrics: dict[str, Any]) -> None:
@@ -106,9 +107,7 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
             if epoch > logged:
                 faults.patient(tracking.log_epoch, uri, run_id, clean, step=epoch)
             # A plugin that writes no state still reports: Tune then keeps no checkpoint (a retry starts over).
-            has_state = checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir())
-            if has_state:
-                write_checkpoint_epoch(checkpoint_dir, epoch)
+            has_state = marks.mark(checkpoint_dir, epoch)
             try:
                 tune.report(clean,
                             checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)) if has_state else None)

@@ -121,6 +121,17 @@ def test_the_example_study_runs_from_another_folder(example, tmp_path):
     assert len(trials) == 4 and set(trials.part) == {"my-model"} and trials.chosen.sum() == 1
 
 
+def test_the_docs_plugin_tests_pass_beside_the_example(example):
+    """The page's test_my_model.py, beside the example's files, passes under pytest as a plugin author runs it:
+    check_trainable in-process, then smoke_study through the real `study run`."""
+    block = next(b for b in blocks("python") if b.startswith('"""test_my_model.py'))
+    (example.parent / "test_my_model.py").write_text(block)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_model.py"],
+                          cwd=example.parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    assert "2 passed" in proc.stdout, proc.stdout[-2000:]
+
+
 def test_the_covid_example_builds_a_trainable_with_the_covid_hooks(tmp_path, monkeypatch):
     from trainables.covid_hooks import COVID_HOOKS
 

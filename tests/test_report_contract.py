@@ -316,3 +316,17 @@ def test_every_reader_names_the_same_chosen_trial_with_the_same_value(study):
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     text = (folder / "report" / "report.md").read_text()
     assert trial_id in text and f"{value:.4f}" in text, text[:3000]
+
+
+def test_the_mark_moves_only_when_the_state_was_written(tmp_path):
+    from trainables.reports import EpochMarks, checkpoint_epoch
+
+    marks, folder = EpochMarks(), tmp_path / "checkpoint"
+    assert not marks.mark(folder, 1)  # no folder: no state, no checkpoint
+    folder.mkdir()
+    assert not marks.mark(folder, 1)  # an empty folder neither
+    (folder / "state.json").write_text('{"epoch": 2}')
+    assert marks.mark(folder, 2) and checkpoint_epoch(folder) == 2
+    assert marks.mark(folder, 3) and checkpoint_epoch(folder) == 2  # state written every other epoch
+    (folder / "state.json").write_text('{"epoch": 4}')
+    assert marks.mark(folder, 4) and checkpoint_epoch(folder) == 4

@@ -164,6 +164,32 @@ class ReportReader:
             raise ReportError("train returned before its first report: call report(metrics) once per epoch")
 
 
+class EpochMarks:
+    """Marks a trial's checkpoint folder with the epoch its state was written at, beside the plugin's own files.
+
+    A plugin writes its state before each report, or only some epochs (a trial then resumes from the last state it
+    wrote): so the mark moves only when the folder's files changed since the last report, and a resumed trial is
+    held to go on after the epoch of its state, not of the report that handed the folder on."""
+
+    def __init__(self) -> None:
+        self._seen: frozenset | None = None
+
+    def mark(self, checkpoint_dir: str | Path, epoch: int) -> bool:
+        """Mark the folder after the report of `epoch`; False when it holds no state (Tune then keeps none)."""
+        folder = Path(checkpoint_dir)
+        if not folder.is_dir():
+            return False
+        files = frozenset((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns)
+                          for p in folder.rglob("*") if p.name != CHECKPOINT_EPOCH and p.is_file()
+                          for st in [p.stat()])
+        if not files:
+            return False
+        if files != self._seen or not (folder / CHECKPOINT_EPOCH).is_file():
+            write_checkpoint_epoch(folder, epoch)
+            self._seen = files
+        return True
+
+
 def write_checkpoint_epoch(checkpoint_dir: str | Path, epoch: int) -> None:
     """Mark a checkpoint folder with the epoch it was reported with (the study does this, not the plugin)."""
     (Path(checkpoint_dir) / CHECKPOINT_EPOCH).write_text(json.dumps({EPOCH: int(epoch)}), encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.names import EARLY_STOPPED, EPOCH
-from trainables.reports import ReportError, ReportReader, reader_for, write_checkpoint_epoch
+from trainables.reports import EpochMarks, ReportError, ReportReader, checkpoint_epoch, reader_for
 from trainables.trainable import BUDGET, Trainable
 
 # Per-epoch timings differ from run to run: never compared between the uninterrupted and the resumed curves.
@@ -93,12 +93,12 @@ def _fit(trainable: Trainable, cfg: Any, data: Any, work: Path, reader: ReportRe
     epoch and (with `snapshots`) copied aside per epoch, as Tune keeps it."""
     checkpoint_dir, artifact_dir = work / "checkpoint", work / "artifacts"
     curve: list[dict[str, int | float]] = []
+    marks = EpochMarks()
 
     def report(metrics: dict[str, Any]) -> None:
         clean = reader.read(metrics)
         epoch = int(clean[EPOCH])
-        if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
-            write_checkpoint_epoch(checkpoint_dir, epoch)
+        if marks.mark(checkpoint_dir, epoch):
             if snapshots is not None:
                 shutil.copytree(checkpoint_dir, snapshots / str(epoch))
         curve.append(clean)
@@ -151,14 +151,15 @@ def check_trainable(trainable: Trainable, *, rel_tol: float = 1e-6, abs_tol: flo
             _fail(trainable, "resume", "no checkpoint was written (write the state into checkpoint_dir before each "
                                        "report, or pass resumable=False)")
         by_epoch = {int(m[EPOCH]): m for m in curve}
-        for epoch in saved:
-            if epoch >= int(last[EPOCH]):
-                continue  # the last epoch's checkpoint: nothing is left to run from it
+        for saved_at in saved:
+            epoch = checkpoint_epoch(snapshots / str(saved_at)) or saved_at  # the epoch of the state it holds
+            if epoch >= int(last[EPOCH]) or epoch in out.resumed_from:
+                continue  # the last epoch's state (nothing is left to run), or a state already resumed from
             resumed_work = Path(tmp) / f"resume-{epoch}"
             try:
                 again = _fit(trainable, cfg, data, resumed_work, reader_for(trainable.metric, budget,
-                                                                             snapshots / str(epoch)),
-                             snapshots / str(epoch), None)
+                                                                             snapshots / str(saved_at)),
+                             snapshots / str(saved_at), None)
             except ReportError as err:
                 raise _Fail(f"{trainable.name}: resume from epoch {epoch}: report: {err}") from None
             _same_curve(trainable, epoch, [by_epoch[e] for e in sorted(by_epoch) if e > epoch], again,
