@@ -26,7 +26,6 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import covid_runs
 from analysis.results import RunInfo, StudyResults, load_study
 from analysis.store import folder_state
 from analysis.trial_states import optuna_states, trial_state
@@ -69,13 +68,17 @@ class Study:
                 if k.startswith(TEST_PREFIX) and k not in config and pd.notna(row[k])}
         out: dict[str, Any] = {"trial": row, "metric": self.objective(part)[0], "test": test}
         view = self.results.of_part(part)
-        splits = sorted({r.params.get("split", "") for r in view.select(trainable=BASELINE)})
-        if splits:
+        if view.baselines(part):  # those of the trial's own data setting (none where the logs cannot tell which)
             run = next(r for r in view.runs if r.run_id == row.run_id)
-            out["baselines"] = pd.DataFrame([
-                {"baseline": name, "split": split, **b.metrics}
-                for split in splits for name, b in covid_runs.baselines_at(view, run, split).items()])
+            found = sorted(view.baselines_of(run) or [], key=lambda b: (b.params.get("split", ""), _baseline(b)))
+            out["baselines"] = pd.DataFrame([{"baseline": _baseline(b), "split": b.params.get("split", ""),
+                                              **b.metrics} for b in found], columns=None if found else
+                                            ["baseline", "split"])
         return out
+
+
+def _baseline(run: RunInfo) -> str:
+    return run.params.get("baseline") or run.tags.get(BASELINE_TAG, "?")
 
 
 def open_study(path_or_name: str | Path, storage: str | Path = "studies", tracking_uri: str | None = None) -> Study:

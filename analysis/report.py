@@ -62,7 +62,7 @@ def build_blocks(results: StudyResults, out_dir: Path) -> list:
               + f"), {len(results.failed)} not finished. Tracking store: {results.tracking_uri}. "
               f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."))
     if results.failed:
-        b.append(("list", [f"{r.name} ({r.trainable}/{r.group}): {r.status}" + (f", {r.tags[ERROR_TAG]}" if r.tags.get(ERROR_TAG) else "")
+        b.append(("list", [f"{r.trial_id} ({r.trainable}/{r.group}): {r.status}" + (f", {r.tags[ERROR_TAG]}" if r.tags.get(ERROR_TAG) else "")
                            for r in results.failed]))
     b += part_blocks(results, out_dir)
     study_file = Path(results.study_dir or "", STUDY_FILE)

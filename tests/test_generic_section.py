@@ -15,7 +15,7 @@ import pytest
 
 from analysis import open_study
 from analysis.report import write_report
-from analysis.results import load_study
+from analysis.results import RunInfo, StudyResults, load_study
 from study.cli import main
 
 PLUGIN = '''
@@ -112,14 +112,50 @@ def test_trials_are_named_and_stated_as_study_show_says(study, capsys):
     shown = capsys.readouterr().out
     chosen = open_study(folder).chosen("based")["trial"].trial_id
     assert f"chosen {chosen} on val_loss" in shown and f"Trial {chosen} (fixed, complete)" in md
+    # study show puts it beside the same baselines as the report (below): its own setting's
+    lines = {line.split(":")[0].strip(): line for line in shown.splitlines() if "baseline " in line}
+    assert set(lines) == {"baseline constant (val split)", "baseline mean (val split)"}, shown
+    assert "test_loss 1.5" in lines["baseline constant (val split)"]
+    assert "val_loss 0.5" in lines["baseline mean (val split)"]
 
 
 def test_the_chosen_trial_is_beside_its_own_settings_baselines(study):
     folder, md = study
     chosen = open_study(folder).chosen("based")["trial"]
     assert chosen.noise == 0 and chosen.width == 64
+    beside = open_study(folder).chosen("based")["baselines"]
+    assert sorted(zip(beside.baseline, beside.split, beside.val_loss)) == [("constant", "val", 1.0),
+                                                                         ("mean", "val", 0.5)]
     assert "### Beside the baselines" in md
     rows = _table(md, "| trial or baseline | split | val_loss | test_loss |")
     assert rows == [[f"trial {chosen.trial_id} (chosen)", "\\-", f"{1 / 192:.4g}", f"{1.1 / 192:.4g}"],
                     ["constant", "val", "1", "1.5"],
                     ["mean", "val", "0.5", "0.75"]], rows  # noise 0's baselines, not noise 1's (2, 2.5; 1.5, 1.75)
+
+
+def _run(run_id: str, params: dict, **tags: str) -> RunInfo:
+    return RunInfo(run_id=run_id, name=run_id, status="FINISHED", start_time=0, params=params, metrics={},
+                   tags={"study.part": "p", **tags})
+
+
+def test_baselines_of_never_shows_another_settings_baselines():
+    """A trial's baselines are those of its own data setting; where what the runs logged cannot tell the settings
+    apart (a setting that shares no param with the trial, two settings that both agree), none (None)."""
+    trial = _run("t", {"noise": "0", "width": "4"}, trainable="toy")
+
+    def base(run_id: str, key: str, **setting: str) -> RunInfo:
+        return _run(run_id, {**setting, "baseline": "b", "split": "val"}, trainable="baseline",
+                    **{"study.baseline": "b", "study.baseline_key": key})
+
+    def of(*baselines: RunInfo):
+        return StudyResults("s", "uri", "0", {}, [trial, *baselines]).baselines_of(trial)
+
+    assert of() == []
+    assert [b.run_id for b in of(base("a", "k0", noise="0"), base("b", "k1", noise="1"))] == ["a"]
+    assert of(base("b", "k1", noise="1")) == []  # only another setting's: none, not those
+    assert of(base("a", "k0", seed="3")) is None  # nothing in common with the trial: cannot tell
+    assert of(base("a", "k0", noise="0"), base("c", "k2", noise="0", other="x")) is None  # two agree
+    # the split the baselines trained on (trained_split, as the COVID ones log it) is the trial's split
+    covid = _run("u", {"noise": "0", "split": "time"}, trainable="toy")
+    results = StudyResults("s", "uri", "0", {}, [covid, base("a", "k0", noise="0", trained_split="random")])
+    assert results.baselines_of(covid) == []
