@@ -10,13 +10,15 @@ trial's peak memory) take milliseconds per config.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from data.errors import DataError
 from study import studyfile
 from study.checks import short
 from study.studyfile import Part, trial_config
+from trainables.registry import raised
 
 
 def _configs(part: Part) -> list[tuple[str, Any]]:
@@ -25,16 +27,66 @@ def _configs(part: Part) -> list[tuple[str, Any]]:
     return [(label, trial_config(part, run)) for label, run in runs]
 
 
+def study_source(spec: Any) -> Path:
+    """The study file a study's one-line errors name: the preset's file, or the study file given."""
+    return studyfile.preset_path(spec.preset) if spec.preset else Path(spec.target)
+
+
+@contextmanager
+def plugin_hooks(part: Part, source: Path | None, *hooks: str) -> Iterator[None]:
+    """Any exception (a `sys.exit()` too) that one of the part's trainable's `hooks` raises in the `with` block is
+    one line, a DataError naming the hook, the error and where in the plugin it was raised: a `load_data` or a
+    `check` that breaks is the plugin's mistake, found before anything is created, not a 40-line traceback. A
+    DataError (a hook's own way to refuse the data) passes as it is, and so does an error raised outside the
+    hooks (ours)."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (Exception, SystemExit) as err:
+        hook = _hook_in(err, part.plugin, hooks)
+        if hook is None:
+            raise
+        fn = getattr(part.plugin, hook)
+        root = part.ship.parent if part.ship is not None else _code_root(fn)
+        raise DataError(f"part {part.name}: the trainable's {hook} raised {raised(err, root)}", source) from None
+
+
+def _code(fn: Any) -> Any:
+    """The code object a call of `fn` runs (a function, a functools.partial, a callable object)."""
+    fn = getattr(fn, "func", fn)
+    return getattr(fn, "__code__", None) or getattr(getattr(type(fn), "__call__", None), "__code__", None)
+
+
+def _hook_in(err: BaseException, plugin: Any, hooks: tuple[str, ...]) -> str | None:
+    """The outermost of `hooks` running where `err` was raised, None when none of them was."""
+    codes = {_code(getattr(plugin, h)): h for h in hooks if getattr(plugin, h, None) is not None}
+    codes.pop(None, None)
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return codes[tb.tb_frame.f_code]
+        tb = tb.tb_next
+    return None
+
+
+def _code_root(fn: Any) -> Path | None:
+    code = _code(fn)
+    return Path(code.co_filename).resolve().parent if code is not None else None
+
+
 def check_part_data(part: Part, dataset: Any, spec: Any = None) -> list[str]:
     """Raise the first DataError when no config of the part can get its data; else warn of those that cannot.
     With the study's `spec` (a StudySpec), also refuse a config a trial cannot hold in memory (`check_memory`).
+    A `check` or `memory` that raises anything else is one line too (`plugin_hooks`).
 
     Returns warning lines (a fixed run that will fail while others run): the study goes on with the rest and
     counts the failure at the end. A trainable without a `check` is not checked here.
     """
-    warnings = _check_data(part, dataset)
-    if spec is not None:
-        check_memory(part, dataset, spec)
+    with plugin_hooks(part, study_source(spec) if spec is not None else None, "check", "memory"):
+        warnings = _check_data(part, dataset)
+        if spec is not None:
+            check_memory(part, dataset, spec)
     return warnings
 
 
@@ -71,9 +123,9 @@ def check_memory(part: Part, dataset: Any, spec: Any) -> None:
         need = part.plugin.memory(cfg, dataset)
         for what, have, gpu in limits:
             if need > have and not (gpu and getattr(cfg, "device", "auto") == "cpu"):
-                source = studyfile.preset_path(spec.preset) if spec.preset else Path(spec.target)
                 raise DataError(f"{part.name} {label}: a trial needs about {_gib(need)} of memory, more than "
-                                f"{what} ({_gib(have)}); make the model, the batch or the data smaller", source)
+                                f"{what} ({_gib(have)}); make the model, the batch or the data smaller",
+                                study_source(spec))
 
 
 def worst_searched(part: Part, dataset: Any) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,11 +20,12 @@ from study import faults, studyfile, tracking
 from study.baselines import log_baselines
 from study.local_ray import check_resources, cluster_ray, local_ray
 from study.lock import study_lock
-from study.preflight import check_part_data
+from study.preflight import check_part_data, plugin_hooks, study_source
 from study.space import open_storage, storage_url
 from study.spec import StudySpec, load_spec, load_summaries, save_spec
 from study.studyfile import Part, StudyFile
 from study.tune_part import load_dataset, print_summary, run_part
+from trainables import plugin_folder
 from trainables.names import (ARTIFACTS, KIND_TAG, PRESET_TAG, SPACE_TAG, STORAGE_TAG, STUDY_FILE, STUDY_STATE,
                                  SUMMARY_FILE)
 
@@ -32,15 +34,34 @@ from trainables.names import (ARTIFACTS, KIND_TAG, PRESET_TAG, SPACE_TAG, STORAG
 def study_ray(spec: StudySpec, parts: list[Part] | None = None) -> Iterator[dict[str, float]]:
     """The study's Ray for the `with` block: a private local one, or the cluster `--address` names (joined only
     then). Shut down (or left) on every way out of the block, an exception or a SIGTERM (ray.init makes that a
-    SystemExit in the driver) included. A trainable from a module beside the study file is shipped to every
-    worker through Ray's runtime environment (`py_modules`), on this machine as on a cluster."""
-    ship = sorted({str(p.ship) for p in parts or [] if p.ship is not None})
-    runtime_env = {"py_modules": ship} if ship else None
-    # MLflow's HTTP retries bounded in the driver and every worker: a server that is gone is found (study.faults)
-    runtime_env = faults.with_tracking_env(runtime_env, spec.mlflow_uri)
-    with (cluster_ray(spec.address, runtime_env=runtime_env) if spec.address
-          else local_ray(runtime_env=runtime_env)) as resources:
-        yield resources
+    SystemExit in the driver) included. Every worker, on this machine as on a cluster, runs in `worker_dir`."""
+    with worker_dir(spec, parts or []) as runtime_env:
+        # MLflow's HTTP retries bounded in the driver and every worker: a server that is gone is found (study.faults)
+        runtime_env = faults.with_tracking_env(runtime_env, spec.mlflow_uri)
+        with (cluster_ray(spec.address, runtime_env=runtime_env) if spec.address
+              else local_ray(runtime_env=runtime_env)) as resources:
+            yield resources
+
+
+@contextmanager
+def worker_dir(spec: StudySpec, parts: list[Part]) -> Iterator[dict[str, Any]]:
+    """Ray's runtime environment for the study's workers: the folder they run in, as `working_dir`.
+
+    A trainable from a module beside the study file: that folder, whole (its module may import the files beside
+    it), less what `trainables.plugin_folder` leaves out and the study's own folder when it lies inside
+    (checked for clashing names and size as the study file was read). Else an empty folder. Either way Ray then
+    puts neither the driver's working directory nor its script's folder on the workers' sys.path, as it does
+    without a `working_dir`: a `trainables/` or `data/` folder where `study run` was started would shadow the
+    framework's packages in every trial."""
+    folders = sorted({p.ship.parent for p in parts if p.ship is not None})
+    if len(folders) > 1:  # one study file, one folder: parts read from elsewhere would be a bug of ours
+        raise RuntimeError(f"study.runner: a study's trainables come from several folders: {folders}")
+    if folders:
+        yield {"working_dir": str(folders[0]),
+               "excludes": plugin_folder.excludes(folders[0], also=[Path(spec.study_dir)])}
+        return
+    with tempfile.TemporaryDirectory(prefix="study-worker-") as empty:
+        yield {"working_dir": empty}
 
 
 def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
@@ -56,7 +77,11 @@ def run_study(spec: StudySpec, study: StudyFile | None = None) -> int:
     parts = spec.parts(study)
     # Data first: a missing or bad file, or data on which every trial would fail, is one line here, in a
     # second, before a folder, a run or Ray exists.
-    loaded = {part.name: load_dataset(part) for part in parts if part.name not in spec.done}
+    loaded = {}
+    for part in parts:
+        if part.name not in spec.done:
+            with plugin_hooks(part, study_source(spec), "load_data", "data_hash"):
+                loaded[part.name] = load_dataset(part)
     warnings = [w for part in parts if part.name in loaded for w in check_part_data(part, loaded[part.name][0], spec)]
     # Ray's new console output ignores a progress reporter; the classic one prints our compact table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
