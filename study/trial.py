@@ -131,13 +131,16 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
         except faults.TrackingUnavailable:
             raise  # not the trial's error, and there is no server to record it in
         except Exception as err:
-            if reader.error is not None and not isinstance(err, (ReportError, TrainInterrupted, TrainExited)):
-                err = reader.error  # train swallowed the report's error and then failed of it: say the cause
+            # train swallowed its report's error and then failed of it: the report's error is the cause to name
+            swallowed = reader.error is not None and not isinstance(err, (ReportError, TrainInterrupted, TrainExited))
+            error = reader.error if swallowed else err
             faults.patient(tracking.end_trial, uri, run_id, "FAILED", tags={
-                ERROR_TAG: f"{type(err).__name__}: {err}",
+                ERROR_TAG: f"{type(error).__name__}: {error}",
                 TRACEBACK_TAG: traceback.format_exc()[-4000:],
             })
-            raise err from None
+            if swallowed:
+                raise error from err
+            raise
         faults.patient(tracking.log_artifacts, tracking_info, run_id, artifact_dir, RUN_RESULTS)
         faults.patient(tracking.end_trial, uri, run_id, "FINISHED")
 
