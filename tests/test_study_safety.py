@@ -341,3 +341,22 @@ def test_checkpoints_round_trip_with_weights_only(tmp_path):
     with pytest.raises(TypeError, match="weights_only"):
         save_checkpoint(tmp_path, thing=object())
     json.dumps(loaded["config"])  # plain values all the way down
+
+
+def test_a_study_files_relative_data_dir_reaches_the_trials_absolute(tmp_path, monkeypatch):
+    """Trials run in Ray's working_dir, not where `study run` was started: a relative data_dir of the study file
+    is the driver's folder, made absolute for the trials (--data-dir and $STUDY_DATA_DIR already are)."""
+    import dataclasses
+
+    from study import studyfile
+    from study.spec import StudySpec
+
+    monkeypatch.chdir(tmp_path)
+    part = studyfile.preset_part("smoke", "covid")
+    part = dataclasses.replace(part, constants={**part.constants, "data_dir": "my-data"})
+    study = studyfile.StudyFile(name="x", parts=[part])
+    spec = StudySpec(target="covid", preset="smoke", name="x", study_dir="unused", mlflow_uri="")
+    (got,) = spec.parts(study)
+    assert got.constants["data_dir"] == str(tmp_path / "my-data")
+    spec = dataclasses.replace(spec, data_dir=str(tmp_path / "flag"))
+    assert spec.parts(study)[0].constants["data_dir"] == str(tmp_path / "flag")
