@@ -62,7 +62,8 @@ class StudySpec:
             constants["seed"] = constants.get("seed", 0) + self.seed
         if "data_dir" in keys and self.data_dir:
             constants["data_dir"] = self.data_dir
-        elif isinstance(constants.get("data_dir"), str) and constants["data_dir"]:
+        elif isinstance(constants.get("data_dir"), str) and constants["data_dir"] \
+                and not Path(constants["data_dir"]).expanduser().is_absolute():
             # a study file's relative data folder is the driver's: workers run in another folder (Ray's working_dir)
             constants["data_dir"] = str(Path(constants["data_dir"]).expanduser().resolve())
         return constants
