@@ -3,6 +3,6 @@
 `Trainable` is the contract a study tunes (built-ins and plugins alike); see trainables/trainable.py and
 docs/TRAINABLES.md.
 """
-from trainables.trainable import Trainable, TrainableError
+from trainables.trainable import ModelSpec, Trainable, TrainableError
 
-__all__ = ["Trainable", "TrainableError"]
+__all__ = ["ModelSpec", "Trainable", "TrainableError"]

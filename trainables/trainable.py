@@ -26,12 +26,19 @@ TRAINABLE = Trainable(name="toy", config=Config, train=train, metric="val_loss",
 `context` holds `checkpoint_dir` (write the state there before each `report` to be resumable), `resume_from`
 (a folder written that way, or None), `artifact_dir` (end-of-run files, logged with the trial) and `data` (what
 `load_data` returned on the driver, shared through Ray's object store; None without it).
+
+A trainable may also say how its trial's model is saved and loaded (`model=ModelSpec(...)`): the files `train`
+writes into artifact_dir (among `artifacts`, so they are logged with the trial), a `load(folder, device)` that
+rebuilds the ready model from them without unpickling, and a `predict(model, inputs)` that turns a numpy array or
+a DataFrame into a DataFrame, one row per input row. `open_study(DIR).model(part)`, `study predict` and the MLflow
+logged model all go through it; a trainable without one still runs, it only has no usable model.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from trainables.config import check_config_class, config_from_dict, config_keys, flat_config
@@ -51,6 +58,40 @@ class TrainableError(ValueError):
     def __init__(self, key: str, problem: str):
         super().__init__(f"{key}: {problem}")
         self.key = key
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a trial's model is saved and loaded: an optional part of the contract (`Trainable.model`).
+
+    The weights are the ones the trial is scored by (its best validation epoch), written by `train` into
+    artifact_dir under `files`; `load` must not run code from those files (torch.load(weights_only=True) or
+    safetensors), since a study folder or tracking server is data, not code."""
+
+    files: tuple[str, ...]                  # files `train` writes into artifact_dir that `load` needs ("model.pt",)
+    load: Callable[[Path, str], Any]        # (folder holding those files, device) -> the ready model (eval mode)
+    predict: Callable[[Any, Any], Any]      # (model, inputs: numpy array or DataFrame) -> DataFrame, a row per input
+    describe: str = ""                      # what `predict` takes (the input's shape or columns), for error lines
+    # (model, n, seed) -> n generated items as a numpy array (images (n, C, H, W) in [0, 1]); None: not generative
+    sample: Callable[[Any, int, int], Any] | None = None
+
+    def __post_init__(self) -> None:
+        files = self.files
+        if isinstance(files, str) or not isinstance(files, (tuple, list)) or not files:
+            raise TrainableError("model", f"files={files!r}: name the files train writes that load needs, "
+                                          "e.g. ('model.pt',)")
+        for name in files:
+            if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise TrainableError("model", f"files: {name!r} is not a plain file name in artifact_dir")
+        if not isinstance(files, tuple):
+            object.__setattr__(self, "files", tuple(files))
+        for key in ("load", "predict"):
+            if not callable(getattr(self, key)):
+                raise TrainableError("model", f"{key}={getattr(self, key)!r} is not a function")
+        if self.sample is not None and not callable(self.sample):
+            raise TrainableError("model", f"sample={self.sample!r} is not a function")
+        if not isinstance(self.describe, str):
+            raise TrainableError("model", f"describe={self.describe!r} is not a string")
 
 
 @dataclass(frozen=True)
@@ -75,6 +116,7 @@ class Trainable:
     test_metrics: tuple[str, ...] = (TEST_PREFIX,)  # prefixes of the test numbers a summary prints
     report_section: str | None = None           # "module:function" analysis calls; None: the generic section
     description: str = ""
+    model: ModelSpec | None = None              # how the trial's model is saved and loaded; None: it has none
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
@@ -101,6 +143,13 @@ class Trainable:
             raise TrainableError("mode", f"{self.mode!r}: expected 'max' or 'min'")
         if (self.baseline_setting is None) != (self.baselines is None):
             raise TrainableError("baselines", "give both baseline_setting and baselines, or neither")
+        if self.model is not None:
+            if not isinstance(self.model, ModelSpec):
+                raise TrainableError("model", f"{self.model!r} is not a ModelSpec(files=..., load=..., predict=...)")
+            missing = [name for name in self.model.files if name not in self.artifacts]
+            if missing:  # only the declared artifacts are checked as written and logged with the trial
+                raise TrainableError("model", f"files {', '.join(map(repr, missing))} are not among artifacts= "
+                                              f"{self.artifacts!r} (the files a trial logs)")
 
     # --------------------------------------------------------------------------------------------- configs
     def make_config(self, values: dict[str, Any]) -> Any:
