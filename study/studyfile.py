@@ -14,10 +14,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
-                                  distribution_to_json)
+from typing import TYPE_CHECKING, Any
 
 from data.errors import DataError
 from data.inputs import InputError, parse_bounded, read_input
@@ -25,6 +22,9 @@ from study.checks import NAME_RE, NAME_RULE, name_ok
 from trainables import registry
 from trainables.names import STUDY_KEYS
 from trainables.trainable import Trainable
+
+if TYPE_CHECKING:  # optuna (~0.2 s with numpy) is imported where a space is built or read, not at `study --help`
+    from optuna.distributions import BaseDistribution
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 TOP_KEYS = {"name", "part"}
@@ -216,6 +216,8 @@ def trial_config(part: Part, run: dict[str, Any]) -> Any:
 
 def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
     """`{ choices = [...] }`, `{ int = [lo, hi] }` or `{ float = [lo, hi] }` (`log = true`, `step = s`)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     kinds = [k for k in ("choices", "int", "float") if isinstance(spec, dict) and k in spec]
     if len(kinds) != 1:
         raise StudyFileError(f"{where}: expected one of {{ choices = [...] }}, {{ int = [lo, hi] }}, "
@@ -249,6 +251,8 @@ def distribution(spec: Any, where: str, path: str | Path) -> BaseDistribution:
 def edges(dist: BaseDistribution) -> list[Any]:
     """The values of a searched key that are checked: each choice, each end of a range, every value of a short
     int range."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     if isinstance(dist, IntDistribution) and (dist.high - dist.low) // dist.step < RANGE_VALUES:
@@ -273,6 +277,8 @@ def _combinations(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ writing
 def space_spec(dist: BaseDistribution) -> dict[str, Any]:
     """A distribution as the study file writes it (the inverse of `distribution`)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
     if isinstance(dist, CategoricalDistribution):
         return {"choices": list(dist.choices)}
     kind = "int" if isinstance(dist, IntDistribution) else "float"
@@ -314,6 +320,8 @@ def _toml(value: Any) -> str:
 
 def space_json(part: Part) -> dict[str, str]:
     """The space as Optuna's own JSON per key (MLflow tags, the Optuna study's attributes; analysis reads it)."""
+    from optuna.distributions import distribution_to_json
+
     return {k: distribution_to_json(d) for k, d in part.space.items()}
 
 
