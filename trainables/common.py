@@ -192,10 +192,22 @@ def save_checkpoint(folder: str | os.PathLike, **state: Any) -> None:
     _torch_save_atomic(state, Path(folder) / CHECKPOINT_FILE)
 
 
-def save_model(folder: str | os.PathLike, cfg: Any, model: torch.nn.Module) -> None:
-    """model.pt: the config and a CPU state_dict, enough to rebuild the model (analysis, scripts)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _torch_save_atomic({"config": flat_config(cfg), "state_dict": state}, Path(folder) / MODEL)
+def save_model(folder: str | os.PathLike, cfg: Any, model: torch.nn.Module | dict[str, Any], **extra: Any) -> None:
+    """model.pt: the config and a CPU state_dict, enough to rebuild the model (`Trainable.model`'s loader, analysis,
+    scripts), plus `extra` plain values the loader needs (which rows of stacked weights are which models). `model`
+    may be a module or a state_dict (a plugin keeping its best epoch's weights as one)."""
+    weights = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = {k: v.detach().cpu() for k, v in weights.items()}
+    _torch_save_atomic({**extra, "config": flat_config(cfg), "state_dict": state}, Path(folder) / MODEL)
+
+
+def load_model_file(folder: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """What `save_model` wrote in `folder`, read without unpickling code (`load_safely`); one line when it is not
+    there."""
+    path = Path(folder) / MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model file")
+    return load_safely(path, map_location=map_location)
 
 
 def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:

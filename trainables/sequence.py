@@ -21,7 +21,8 @@ are each model's numbers at its best validation epoch so far (`common.BestEpochs
 the epoch's own values, the learning curves, are `epoch_<name>`. `*_acc_ens` is the accuracy of the seed ensemble
 (the mean of the S models' P(increase), each model at its best epoch). With `patience` the run stops once no model
 has improved for that many epochs. A study chooses on `val_acc`; test numbers are reported, never used to choose;
-the end of run (confusion matrix, map, model.pt) uses the best-epoch weights.
+the end of run (confusion matrix, map, model.pt) uses the best-epoch weights; `trainables.covid_model` loads
+model.pt back as a ready model (the `Trainable.model` of this trainable).
 
 Speed: every window lives on the training device for the whole run, time-major (T, N, F); a batch is an index
 gather of per-model permutations; losses and correct counts accumulate on the device and are read once per epoch.
@@ -42,10 +43,11 @@ from trainables.common import (
     check_config_values, check_finite, config_from_dict, curve, end_epoch, epochs_to_run, resume_state, rng_state,
     save_model, seed_everything, set_rng_state, start_fit, write_json,
 )
+from trainables import covid_model
 from trainables.covid_hooks import COVID_HOOKS
 from trainables.sequence_model import StackedClassifier
 from trainables.stacked_rnn import GATES
-from trainables.trainable import TORCH_WORKING_BYTES, Trainable
+from trainables.trainable import TORCH_WORKING_BYTES, ModelSpec, Trainable
 
 # Windows per forward pass at evaluation, over all K models: bounded memory; on a CPU small enough that a step's
 # tensors stay in the cache (measured, K=6 GRUs 1x32: 4096 per model took 2.8x as long as 170).
@@ -366,7 +368,9 @@ def _finish(cfg: SequenceConfig, data: SequenceData, stacks: list[Stack], x, y, 
     if artifact_dir is not None:
         write_json(artifact_dir, CONFUSION, result["confusion"])
         write_json(artifact_dir, PREDICTIONS, {"date": data.prediction_date, "countries": countries})
-        save_model(artifact_dir, cfg, stacks[0].model)
+        # the first stack holds every main model (the main group is built first), and the time twins beside
+        # them when both splits' parts have the same sizes; `group` and `seeds` say which row is which
+        save_model(artifact_dir, cfg, stacks[0].model, group=stacks[0].group, seeds=stacks[0].seeds)
     result[END_TIME] = time.perf_counter() - t0  # the best weights back, scoring them, the artefacts
     if artifact_dir is not None:
         write_json(artifact_dir, SUMMARY, result)
@@ -418,5 +422,7 @@ TRAINABLE = Trainable(
     artifacts=(SUMMARY, CONFUSION, PREDICTIONS, MODEL), **COVID_HOOKS, memory=memory,
     progress={"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "val_acc_time": "val acc (time)"},
     test_metrics=("test_acc",), report_section="analysis.section_covid:section",
+    model=ModelSpec(files=(MODEL,), load=covid_model.load, predict=covid_model.predict,
+                    describe=covid_model.DESCRIBE),
     description="RNN/LSTM/GRU classifier of a next-day increase in new COVID-19 cases (homework problem 1)",
 )
