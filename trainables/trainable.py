@@ -72,7 +72,7 @@ class ModelSpec:
     load: Callable[[Path, str], Any]        # (folder holding those files, device) -> the ready model (eval mode)
     predict: Callable[[Any, Any], Any]      # (model, inputs: numpy array or DataFrame) -> DataFrame, a row per input
     describe: str = ""                      # what `predict` takes (the input's shape or columns), for error lines
-    # (model, n, seed) -> n generated items as a numpy array (images (n, C, H, W) in [0, 1]); None: not generative
+    # (model, n, seed) -> n generated items as a numpy array (images: uint8 (n, 3, H, W)); None: not generative
     sample: Callable[[Any, int, int], Any] | None = None
 
     def __post_init__(self) -> None:

@@ -42,7 +42,8 @@ from trainables.common import (BEST_EPOCH, END_TIME, EVAL_TIME, IMAGES, MODEL, S
                                check_config_values, check_finite, config_from_dict, curve, end_epoch, epochs_to_run,
                                load_safely, resume_state, rng_state, save_model, seed_everything, set_rng_state,
                                start_fit, write_json)
-from trainables.trainable import TORCH_WORKING_BYTES, Trainable
+from trainables import vae_model
+from trainables.trainable import TORCH_WORKING_BYTES, ModelSpec, Trainable
 from trainables.vae_models import (EVAL_BATCH, VAE, autocast, fast_path, interpolate, reconstruct,  # noqa: F401
                                    sample, to_float)
 
@@ -405,6 +406,8 @@ TRAINABLE = Trainable(
     progress={"epoch": "epoch", "epoch_train_loss": "objective", "val_neg_elbo": "val -ELBO",
               "best_epoch": "best epoch"},
     test_metrics=("test_neg_elbo",), report_section="analysis.section_vae:section",
+    model=ModelSpec(files=(MODEL,), load=vae_model.load, predict=vae_model.predict, describe=vae_model.DESCRIBE,
+                    sample=vae_model.sample),
     description="Variational autoencoder on 64x64 anime faces, KL term x1/x100/x0 (homework problem 2)",
 )
 
