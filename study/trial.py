@@ -17,7 +17,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study import faults, tracking
+from study import faults, logged_model, tracking
 from study.stop import stop_fit_like_ctrl_c
 from study.tracking import TrackingInfo
 from trainables.names import (DATA_HASH_TAG, EPOCH, ERROR_TAG, GROUP_TAG, NODE_TAG, PART_TAG, RUN_RESULTS,
@@ -56,9 +56,10 @@ def quiet_exit_in_callbacks() -> None:
 
 
 def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: Any, tracking_info: TrackingInfo,
-              data_hash: str, threads: int) -> None:
+              data_hash: str, threads: int, trainable_ref: str = "") -> None:
     """Run one trial of the part's trainable on the preloaded `dataset` (shared through the object store, not
-    re-read). `threads`: the trial's CPUs, given to a config that has a `num_threads` setting and leaves it 0."""
+    re-read). `threads`: the trial's CPUs, given to a config that has a `num_threads` setting and leaves it 0.
+    `trainable_ref`: the trainable as the study file names it (the logged model's loader finds it by that)."""
     # Ray logs a line per persisted checkpoint (one per epoch); the progress table is enough.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     quiet_exit_in_callbacks()
@@ -128,6 +129,7 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
             except KeyboardInterrupt:
                 raise TrainInterrupted("train raised KeyboardInterrupt: the study stops as on a Ctrl-C") from None
             reader.finish()  # an error `train` swallowed, or no report at all
+            logged_model.check_files(plugin, artifact_dir)  # the files its Trainable.model names were written
         except faults.TrackingUnavailable:
             raise  # not the trial's error, and there is no server to record it in
         except Exception as err:
@@ -142,6 +144,9 @@ def run_trial(config: dict[str, Any], *, plugin: Trainable, part: str, dataset: 
                 raise error from err
             raise
         faults.patient(tracking.log_artifacts, tracking_info, run_id, artifact_dir, RUN_RESULTS)
+        # A trainable with a Trainable.model: the run's LoggedModel (study.logged_model); a stopped trial has none
+        faults.patient(logged_model.log_trial_model, tracking_info, run_id, plugin, trainable_ref or plugin.name,
+                       part, trial_id, params, artifact_dir)
         faults.patient(tracking.end_trial, uri, run_id, "FINISHED")
 
 

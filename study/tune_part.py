@@ -15,7 +15,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from study import faults
+from study import faults, logged_model
 from study.console import FailedTrialLines, quiet_tune
 from study.searcher import STORAGE_ENV
 from study.space import build_scheduler, build_searcher, storage_url
@@ -24,7 +24,7 @@ from study.spec import StudySpec
 from study.studyfile import Part, trial_config
 from study.tracking import default_uri
 from study.trial import CloseStoppedRuns, StopOnInterrupt, run_trial
-from trainables.names import GROUP_TAG
+from trainables.names import CHOSEN, GROUP_TAG
 
 
 def load_dataset(part: Part) -> tuple[Any, str]:
@@ -55,7 +55,8 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, plugin=part.plugin, part=part.name, dataset=dataset,
-                             tracking_info=tracking_info, data_hash=data_hash, threads=threads),
+                             tracking_info=tracking_info, data_hash=data_hash, threads=threads,
+                             trainable_ref=part.trainable),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     path = Path(spec.study_dir) / part.name
@@ -116,6 +117,10 @@ def run_part(spec: StudySpec, part: Part, tracking_info: Any, loaded: tuple[Any,
     if summary["complete"] and faults.remote(tracking_info.uri):  # runs whose close was lost with the server
         faults.close_leftover_runs(tracking_info, part.name, list(grid), part.epochs)
     summary["fit_started_at"] = started  # unix time: with the runs' start times it splits worker start-up off
+    if summary["complete"] and summary.get("best") and part.plugin.model is not None:
+        # the chosen trial's logged model: a new version of <study>-<part>, alias `chosen` (study.logged_model)
+        summary["registered"] = logged_model.register_chosen(tracking_info, spec.name, part.name,
+                                                             summary["best"]["trial_id"])
     return summary, [dict(r.config) for r in grid if r.error is None and r.config]
 
 
@@ -193,3 +198,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if best.get("test"):
             print("   its test numbers (reported, not used to choose): "
                   + ", ".join(f"{k} = {v:.4f}" for k, v in best["test"].items()), flush=True)
+    if "registered" in summary:
+        found = summary["registered"]
+        print(f"   its model: models:/{found['name']}@{CHOSEN} (version {found['version']})" if found else
+              "   its model: none registered (the chosen trial logged no model: the scheduler stopped it)", flush=True)

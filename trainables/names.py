@@ -90,6 +90,22 @@ def folder_artifacts(artifact_uri: str, location: str | None, recorded_folder: s
     except ValueError:
         return None
 
+# ------------------------------------------------------------------------------ MLflow logged and registered models
+# A finished trial of a trainable with a `Trainable.model` is an MLflow logged model of its run (a pyfunc model
+# whose data folder holds the model's files and MODEL_INFO, loaded by PYFUNC_LOADER: no pickled code); each part's
+# chosen trial's model is a version of the registered model `registered_model(study, part)`, aliased CHOSEN.
+CHOSEN = "chosen"                         # the registry alias of a part's chosen trial's model
+PYFUNC_LOADER = "trainables.pyfunc"       # the installed module MLflow imports to load one (`_load_pyfunc`)
+MODEL_DATA = "trial_model"                # the pyfunc model's data folder: the ModelSpec's files and MODEL_INFO
+MODEL_INFO = "trainable.json"             # in it: the trainable (name or module:attribute), part, trial and config
+MODEL_ID_TAG = "model_id"                 # a registered version's tag: its logged model (the SQL registry keeps none)
+
+
+def registered_model(study: str, part: str) -> str:
+    """The registered model that holds a part's chosen models, one version per study run: `<study>-<part>`."""
+    return f"{study}-{part}"
+
+
 # ------------------------------------------------------------------------------ MLflow tags
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
