@@ -15,12 +15,16 @@ weekly rule, logistic regression, boosted trees) on exactly the same windows and
 
 Resumable: `trainables.common` writes the state into checkpoint_dir before each report (`end_epoch`) and reads it
 back from resume_from (`resume_state`, which refuses a checkpoint written under another config).
+Usable: the end of run writes model.pt (each seed's weights at its best validation epoch), and `model=ModelSpec(...)`
+says how to load it and predict with it, so `open_study(DIR).model("cnn")`, `study predict DIR --part cnn --input
+windows.npy` and MLflow's logged model work for this plugin as for the built-ins.
 Study files beside this one name it `trainable = "cnn:TRAINABLE"`.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,8 +32,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from data.sequence_data import CovidDataConfig, build_sequence_data
-from trainables import Trainable
-from trainables.common import BestEpochs, check_config_values, end_epoch, epochs_to_run, resume_state, start_fit
+from trainables import ModelSpec, Trainable
+from trainables.common import (BestEpochs, check_config_values, end_epoch, epochs_to_run, load_model_file,
+                               resume_state, save_model, start_fit)
 from trainables.config import NESTED, config_from_dict
 from trainables.covid_hooks import COVID_HOOKS
 
@@ -147,6 +152,7 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
     torch.manual_seed(cfg.data.seed)  # dropout masks
     tracker = BestEpochs("max", len(seeds), cfg.patience)
     scored: dict[str, np.ndarray] = {}  # metric -> per seed, at its best validation epoch
+    best_weights = [_copy(m) for m in models]  # each seed's weights at its best validation epoch: model.pt
     best_p = {part: torch.zeros(len(seeds), len(idx[part]), device=device) for part in ("val", "test")}
     metrics = {}
     state = resume_state(resume_from, cfg, RESUMABLE_CHANGES)  # refused if written under another config
@@ -159,6 +165,7 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
         tracker = BestEpochs("max", len(seeds), cfg.patience, **state["best"])
         scored = {k: np.asarray(v) for k, v in state["scored"].items()}
         best_p = {k: v.to(device) for k, v in state["best_p"].items()}
+        best_weights = [{n: t.to(device) for n, t in w.items()} for w in state["best_weights"]]
         metrics = state["metrics"]
 
     for epoch in epochs_to_run(cfg, state):
@@ -179,6 +186,8 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
         for part in best_p:
             for k in np.flatnonzero(improved):
                 best_p[part][k] = probs[part, int(k)]
+        for k in np.flatnonzero(improved):
+            best_weights[k] = _copy(models[k])
 
         metrics = {"epoch": epoch, "best_epoch": float(tracker.epoch.mean())}
         for name, v in scored.items():
@@ -190,16 +199,67 @@ def train(config: CNNConfig, report, *, checkpoint_dir=None, resume_from=None, a
         metrics |= {f"epoch_{name}": float(v.mean()) for name, v in now.items()}
         metrics["epoch_time_s"] = time.perf_counter() - t0
         own = {"rng": torch.get_rng_state(), "scored": {k: v.tolist() for k, v in scored.items()}, "best_p": best_p,
+               "best_weights": best_weights,
                "seeds": [{"model": m.state_dict(), "opt": o.state_dict(), "gen": g.get_state()}
                          for m, o, g in zip(models, opts, gens)]}
         # checkpoint, then report (the order the study needs); True once patience ran out
         if end_epoch(epoch, metrics, tracker, cfg, own, checkpoint_dir=checkpoint_dir, report=report):
             break
+    if artifact_dir is not None:  # the weights the test numbers were scored with, one state_dict per seed
+        save_model(artifact_dir, cfg, {f"{k}.{n}": t for k, w in enumerate(best_weights) for n, t in w.items()},
+                   seeds=seeds, n_features=int(x.shape[1]))
     return metrics
 
 
+def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------------------- the model, to use
+@dataclass
+class CNNModel:
+    """The trial's S models, each at its best validation epoch; P(increase) is the mean of their softmax."""
+
+    models: list[TCN]
+    config: CNNConfig
+    seeds: list[int]
+
+    @torch.no_grad()
+    def predict(self, windows) -> "pd.DataFrame":
+        """Windows (N, L, F) as the data layer builds them, or (N, L*F) / a table of L*F columns (day-major: all
+        features of the oldest day first) -> a DataFrame of p_increase (mean over seeds) and p_increase_std."""
+        import pandas as pd
+
+        x = np.array(windows.to_numpy() if hasattr(windows, "to_numpy") else windows, dtype=np.float32)
+        steps, feats = self.config.data.seq_len, self.models[0].blocks[0].conv1.in_channels
+        if x.ndim == 2 and x.shape[1] == steps * feats:
+            x = x.reshape(len(x), steps, feats)
+        if x.ndim != 3 or x.shape[1:] != (steps, feats):
+            raise ValueError(f"windows of shape {x.shape}: expected (N, {steps}, {feats}) or (N, {steps * feats})")
+        device = next(self.models[0].parameters()).device
+        xt = torch.as_tensor(np.ascontiguousarray(x.transpose(0, 2, 1))).to(device)  # (N, F, L)
+        p = torch.stack([torch.cat([m(xt[i:i + EVAL_ROWS]).softmax(-1)[:, 1] for i in range(0, len(xt), EVAL_ROWS)])
+                         if len(xt) else torch.zeros(0, device=device) for m in self.models]).double().cpu().numpy()
+        std = p.std(0, ddof=1) if len(p) > 1 else np.zeros(p.shape[1])
+        return pd.DataFrame({"p_increase": p.mean(0), "p_increase_std": std})
+
+
+def load_model(folder: Path, device: str = "cpu") -> CNNModel:
+    """model.pt (read with weights_only=True: nothing in it runs) -> the ready CNNModel, in eval mode."""
+    blob = load_model_file(folder)
+    cfg = config_from_dict(CNNConfig, blob["config"])
+    models = []
+    for k, _seed in enumerate(blob["seeds"]):
+        model = TCN(blob["n_features"], cfg)
+        model.load_state_dict({n.split(".", 1)[1]: t for n, t in blob["state_dict"].items() if n.startswith(f"{k}.")})
+        models.append(model.to(device).eval())
+    return CNNModel(models, cfg, list(blob["seeds"]))
+
+
 TRAINABLE = Trainable(
-    name="cnn", config=CNNConfig, train=train, metric="val_acc", mode="max", **COVID_HOOKS,
+    name="cnn", config=CNNConfig, train=train, metric="val_acc", mode="max", **COVID_HOOKS, artifacts=("model.pt",),
+    model=ModelSpec(files=("model.pt",), load=load_model, predict=lambda model, windows: model.predict(windows),
+                    describe="COVID windows (N, L, F), or a table of L*F columns t0_f0, ..., day-major"),
     progress={"epoch": "epoch", "train_acc": "train acc", "val_acc": "val acc", "best_epoch": "best epoch"},
     test_metrics=("test_acc",),
     description="temporal convolutional network (dilated causal 1-D convolutions) on the COVID windows",
