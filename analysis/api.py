@@ -76,6 +76,14 @@ class Study:
                                             ["baseline", "split"])
         return out
 
+    def model(self, part: str, trial: str | None = None, device: str = "cpu") -> Any:
+        """The chosen trial's model of `part` (or trial `trial`), ready on `device`, with its config: a
+        `analysis.models.LoadedModel` (`.predict(x)`, `.config`, and the trainable's own model's methods, e.g.
+        `.latest(["Italy"])` for covid, `.sample(16)` for the VAE). Imports the trainable (torch for the built-ins)."""
+        from analysis.models import load_model
+
+        return load_model(self, part, trial, device)
+
 
 def _baseline(run: RunInfo) -> str:
     return run.params.get("baseline") or run.tags.get(BASELINE_TAG, "?")
