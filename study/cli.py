@@ -1,4 +1,4 @@
-"""The one command line: `study data|run|resume|preset|trainables|show|export|report|bench`.
+"""The one command line: `study data|run|resume|preset|trainables|show|export|report|predict|bench`.
 
 Heavy imports (torch, ray, mlflow) happen inside the subcommand handlers so `study --help` and argument
 errors answer at once (tests/test_plugins.py checks that torch and ray stay out).
@@ -79,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands that live in their own modules (run/resume, preset, show/export, report, bench)."""
+    """Subcommands that live in their own modules (run/resume, preset, show/export, report, predict, bench)."""
     found = []
     for module, attr in (("study.cmd_run", "register"), ("study.cmd_preset", "register"),
                          ("study.cmd_trainables", "register"), ("study.cmd_show", "register"),
-                         ("study.cmd_report", "register"), ("study.bench.cli", "register")):
+                         ("study.cmd_report", "register"), ("study.cmd_predict", "register"),
+                         ("study.bench.cli", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as err:
