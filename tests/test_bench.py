@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from study.bench import cli as bench_cli
-from study.bench import fused, study_workload, timing, vae_study
+from study.bench import fused, read_workload, study_workload, timing, vae_study
 from study.bench import plain as bench_plain
 from study.bench import workloads as bench
-from study.bench.registry import WORKLOADS
+from study.bench.registry import DEFAULT_WORKLOADS, WORKLOADS
 from study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,8 +157,11 @@ def test_bench_modules_import_one_way() -> None:
 
 
 def test_the_registry_runs_every_workload_the_command_offers() -> None:
-    assert list(WORKLOADS) == [*bench.SEQUENCE_WORKLOADS, *bench.VAE_WORKLOADS, "fused", "study", "vae-study"]
+    assert list(WORKLOADS) == [*bench.SEQUENCE_WORKLOADS, *bench.VAE_WORKLOADS, "fused", "study", "vae-study", "read"]
     assert all(w.name == name and callable(w.run) for name, w in WORKLOADS.items())
+    # reading studies is only run when asked for: its first run makes a 1,000-trial study
+    assert DEFAULT_WORKLOADS == [w for w in WORKLOADS if w != "read"]
+    assert bench_cli._parse_only(None) == DEFAULT_WORKLOADS and bench_cli._parse_only("read") == ["read"]
 
 
 def test_fused_workload_is_what_a_homework_covid_trial_trains() -> None:
@@ -224,6 +227,9 @@ def test_format_table_with_a_skipped_study() -> None:
     (["--only", "gru,nope"], "--only"),
     (["--threads", "0"], "--threads"),
     (["--json", "/no/such/folder/x.json"], "does not exist"),
+    (["--only", "read", "--read-sizes", "1000,10"], "smaller first"),
+    (["--only", "read", "--read-sizes", "10"], "two trial counts"),
+    (["--only", "read", "--read-sizes", "0,10"], "two trial counts"),
 ])
 def test_bad_flags_are_usage_errors(argv, message, capsys) -> None:
     assert main(["bench", *argv]) == 2
@@ -250,7 +256,7 @@ def test_quick_bench_writes_every_row(tmp_path: Path) -> None:
     assert result["machine"]["torch"] == torch.__version__ and result["machine"]["threads"] >= 1
     rows = {r["workload"]: r for r in result["rows"]}
     skipped = {s["workload"]: s["reason"] for s in result["skipped"]}
-    expected = set(WORKLOADS)
+    expected = set(DEFAULT_WORKLOADS)
     for name in ("study", "vae-study"):
         if name in skipped:  # only allowed without the real data
             assert not os.environ.get("STUDY_DATA_DIR"), skipped[name]
@@ -284,3 +290,55 @@ def test_study_workloads_are_skipped_with_a_reason_without_the_data(tmp_path: Pa
     assert "COVID data" in result["skipped"][0]["reason"] and any("skipping the study" in line for line in lines)
     assert "faces" in result["skipped"][1]["reason"] and any("skipping the vae-study" in line for line in lines)
     assert "| vae-study | skipped: the real faces" in bench_cli.format_table(result)
+
+
+def test_read_workload_commands_and_its_table(tmp_path: Path) -> None:
+    """The four read commands a user types, and a table of each one's time at both sizes with larger / smaller."""
+    argv = read_workload.commands(tmp_path / "studies" / "read-10", tmp_path / "out")
+    assert list(argv) == ["study show", "study export", "open_study(...).trials", "study report"]
+    assert argv["study show"][1:] == ["-m", "study", "show", str(tmp_path / "studies" / "read-10")]
+    assert argv["study export"][-2:] == ["--to", str(tmp_path / "out" / "export")]
+    assert argv["study report"][-6:] == ["--storage", str(tmp_path / "studies"), "--name", "read-10",
+                                         "--out", str(tmp_path / "out" / "report")]
+    assert "open_study(" in argv["open_study(...).trials"][-1]
+    made = {"trials": 10, "build_s": 12.0, "made_at": "2026-01-01 00:00:00"}
+    row = {"workload": "read", "sizes": [10, 1000], "repeats": 3, "cached": True,
+           "median_s": {"study show": {"10": 1.0, "1000": 1.5}, "study report": {"10": 4.0, "1000": 12.0}},
+           "ratio": {"study show": 1.5, "study report": 3.0}, "yardstick": read_workload.YARDSTICK, "yardstick_s": 0.5,
+           "studies": {"10": {"path": "/c/read-10", "reused": True, **made},
+                       "1000": {"path": "/c/read-1000", "reused": False, **made, "trials": 1000}}}
+    lines = read_workload.read_note(row, False)
+    assert "| command | 10 trials | 1,000 trials | 1,000 / 10 |" in lines
+    assert "| study show | 1.00 s | 1.50 s | 1.50x |" in lines and "| study report | 4.00 s | 12.00 s | 3.00x |" in lines
+    assert any(line.startswith('| python -c "import pandas"') and "0.50 s" in line for line in lines)
+    assert any("/c/read-10, reused from the cache" in line for line in lines)
+    assert any("/c/read-1000, made now in 12 s, kept in the cache" in line for line in lines)
+    table = bench_cli.format_table({"quick": False, "machine": bench_cli.machine_info("cpu"), "rows": [row],
+                                    "skipped": []})
+    assert "| workload |" not in table and "| study show | 1.00 s |" in table  # no empty training table
+
+
+def test_read_workload_cache_key_follows_the_code_that_writes_a_study() -> None:
+    key = read_workload.code_key()
+    assert key == read_workload.code_key() and len(key) == 12
+    assert read_workload.cache_root().name == key and read_workload.cache_root().parent.name == "bench-read"
+    assert all((read_workload.ROOT / f).is_file() for f in read_workload.READ_ONLY)  # names that still exist
+
+
+@pytest.mark.slow
+def test_read_workload_makes_and_reads_two_tiny_studies(tmp_path: Path) -> None:
+    """Two studies through the real `study run` (3 and 6 trials), every read command on each, in a scratch folder."""
+    sizes = dataclasses.replace(timing.QUICK, read_trials=(3, 6), read_repeats=1)
+    row = read_workload.bench_read(timing.BenchRun(sizes, "cpu", None, tmp_path, cache=False))
+    assert row["sizes"] == [3, 6] and not row["cached"]
+    assert set(row["median_s"]) == {"study show", "study export", "open_study(...).trials", "study report"}
+    for name, by_n in row["times_s"].items():
+        assert set(by_n) == {"3", "6"} and all(len(t) == 1 and t[0] > 0 for t in by_n.values()), name
+        assert math.isfinite(row["ratio"][name]) and row["ratio"][name] > 0
+    assert row["yardstick_s"] > 0 and len(row["yardstick_runs_s"]) == 2
+    for n, s in row["studies"].items():
+        assert not s["reused"] and s["trials"] == int(n) and Path(s["path"]).parent == tmp_path / "read"
+        summary = json.loads((Path(s["path"]) / "summary.json").read_text())[-1]
+        assert summary["trials"] == int(n) and summary["errored"] == 0
+    again = read_workload.make_study(tmp_path / "read", 3, log=lambda _: None)  # complete: not made again
+    assert again["reused"] and again["build_s"] == row["studies"]["3"]["build_s"]

@@ -8,7 +8,8 @@ same data sizes and the same batch size. Workloads 1-3 (`study.bench.workloads`)
 real shapes and need no data files, as does `fused` (`study.bench.fused`: the K = 6 models of one covid trial
 trained at once against the same 6 plain runs in a row); the studies (`study.bench.study_workload`,
 `study.bench.vae_study`) train on the real COVID windows and faces and are skipped, with the reason printed, when
-those files are missing.
+those files are missing. The `read` workload (`study.bench.read_workload`) times reading a study, not training
+one, at two sizes; it runs only when `--only` names it.
 The workloads and their order are `study.bench.registry.WORKLOADS`; the timing rules are in
 `study.bench.timing` and the overhead's definition in `study.bench.study_workload`.
 
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.bench.registry import WORKLOADS
+from study.bench.registry import DEFAULT_WORKLOADS, WORKLOADS
 from study.bench.timing import FULL, QUICK, BenchRun
 from study.cli import UsageError
 
@@ -83,7 +84,8 @@ def _in_own_process(name: str, run: BenchRun) -> dict[str, Any]:
 
 
 def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | None = None,
-              threads: int | None = None, log=print) -> dict[str, Any]:
+              threads: int | None = None, log=print, read_sizes: tuple[int, int] | None = None,
+              cache: bool = True) -> dict[str, Any]:
     import torch
 
     from trainables.common import keep_freed_memory
@@ -93,10 +95,12 @@ def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | No
     # Both sides of every workload run in this process under the allocator setting our trainables make.
     allocator = keep_freed_memory()
     sizes = QUICK if quick else FULL
+    if read_sizes:
+        sizes = dataclasses.replace(sizes, read_trials=read_sizes)
     result: dict[str, Any] = {"quick": quick, "machine": machine_info(device) | {"allocator_keeps_freed": allocator},
                               "sizes": dataclasses.asdict(sizes),
                               "rows": [], "skipped": []}
-    if quick:
+    if quick and any(WORKLOADS[w].default for w in workloads):
         log("study bench --quick: scaled down from the reference workloads: "
             f"{sizes.windows:,} windows (not 10,000), homework VAE at {sizes.vae_homework_images:,} images and "
             f"default VAE at {sizes.vae_default_images:,} (not 21,551), study of {sizes.study_trials} trials x "
@@ -114,28 +118,32 @@ def run_bench(workloads: list[str], quick: bool, device: str, data_dir: str | No
                 result["skipped"].append({"workload": name, "reason": reason})
                 continue
             t0 = time.perf_counter()
-            run = BenchRun(sizes, device, data_dir, Path(tmp), threads)
+            run = BenchRun(sizes, device, data_dir, Path(tmp), threads, cache)
             row = _in_own_process(name, run) if name in OWN_PROCESS else w.run(run)
             row["bench_s"] = time.perf_counter() - t0
             result["rows"].append(row)
-            log(f"study bench: {name}: plain {row['plain_s']:.3f} {row['unit']}, ours {row['ours_s']:.3f}, "
-                f"speedup {row['speedup']:.2f}x ({row['bench_s']:.0f} s)")
+            if "plain_s" in row:
+                log(f"study bench: {name}: plain {row['plain_s']:.3f} {row['unit']}, ours {row['ours_s']:.3f}, "
+                    f"speedup {row['speedup']:.2f}x ({row['bench_s']:.0f} s)")
+            else:  # a workload with its own table (read)
+                log(f"study bench: {name}: done ({row['bench_s']:.0f} s)")
     return result
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A Markdown table (it goes into the README as it is), then each workload's notes."""
+    """A Markdown table (it goes into the README as it is), then each workload's notes. A row without a plain
+    side (read) is left out of the table: its note is a table of its own."""
     m = result["machine"]
     lines = [
         f"device {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, {m['cores']} cores ({m['cpu']}), "
         f"torch {m['torch']}, {m['threads']} threads"
         f"{', glibc keeps freed memory (both sides)' if m.get('allocator_keeps_freed') else ''}"
         f"{', QUICK sizes' if result['quick'] else ''}",
-        "",
-        "| workload | what | plain | ours | speedup (plain / ours) |",
-        "| --- | --- | ---: | ---: | ---: |",
     ]
-    for r in result["rows"]:
+    compared = [r for r in result["rows"] if "plain_s" in r]
+    if compared or result["skipped"]:
+        lines += ["", "| workload | what | plain | ours | speedup (plain / ours) |", "| --- | --- | ---: | ---: | ---: |"]
+    for r in compared:
         if "plain_trial_epochs_per_s" in r:  # a study: trials x epochs per second of wall time
             plain = f"{r['plain_trial_epochs_per_s']:.2f} trial-epochs/s"
             ours = f"{r['ours_trial_epochs_per_s']:.2f} trial-epochs/s"
@@ -162,12 +170,24 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _parse_only(value: str | None) -> list[str]:
     if not value:
-        return list(WORKLOADS)
+        return list(DEFAULT_WORKLOADS)
     chosen = [w.strip() for w in value.split(",") if w.strip()]
     unknown = [w for w in chosen if w not in WORKLOADS]
     if unknown or not chosen:
         raise UsageError(f"--only {value!r}: expected a comma list of {', '.join(WORKLOADS)}")
     return [w for w in WORKLOADS if w in chosen]
+
+
+def _parse_read_sizes(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        small, large = (int(v) for v in value.split(","))
+    except ValueError:
+        raise UsageError(f"--read-sizes {value!r}: expected two trial counts, smaller first, e.g. 10,1000") from None
+    if not 1 <= small < large:
+        raise UsageError(f"--read-sizes {value!r}: expected two trial counts, smaller first, e.g. 10,1000")
+    return small, large
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -182,10 +202,13 @@ def _bench(args: argparse.Namespace) -> int:
     if json_path is not None and not json_path.parent.is_dir():
         raise UsageError(f"--json {args.json}: folder {json_path.parent} does not exist")
     workloads = _parse_only(args.only)
-    result = run_bench(workloads, args.quick, device, args.data_dir, args.threads)
+    read_sizes = _parse_read_sizes(args.read_sizes)
+    result = run_bench(workloads, args.quick, device, args.data_dir, args.threads, read_sizes=read_sizes,
+                       cache=not args.no_cache)
     result["command"] = "study bench" + "".join(
         f" {flag}" for flag in (["--quick"] if args.quick else []) + [f"--device {device}"]
-        + ([f"--only {','.join(workloads)}"] if args.only else []) + ([f"--threads {args.threads}"] if args.threads else []))
+        + ([f"--only {','.join(workloads)}"] if args.only else []) + ([f"--threads {args.threads}"] if args.threads else [])
+        + ([f"--read-sizes {args.read_sizes}"] if args.read_sizes else []) + (["--no-cache"] if args.no_cache else []))
     print()
     print(format_table(result))
     if json_path is not None:
@@ -199,7 +222,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="scaled-down workloads: a few minutes on a 2-core CPU")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees one, else cpu")
     p.add_argument("--json", metavar="FILE", help="write every row, the machine and the sizes as JSON")
-    p.add_argument("--only", metavar="LIST", help=f"comma list of workloads (default all: {','.join(WORKLOADS)})")
+    p.add_argument("--only", metavar="LIST", help=f"comma list of workloads (default: {','.join(DEFAULT_WORKLOADS)}; "
+                                                  f"also: {','.join(w for w in WORKLOADS if w not in DEFAULT_WORKLOADS)})")
     p.add_argument("--threads", type=int, help="torch threads for the single-model workloads (default torch's) and fused (default 1)")
     p.add_argument("--data-dir", help="data folder for the study workloads (default: $STUDY_DATA_DIR, else the cache)")
+    p.add_argument("--read-sizes", metavar="SMALL,LARGE",
+                   help="the read workload's two study sizes in trials (default 10,1000; --quick 5,20)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="the read workload makes its studies afresh in a scratch folder, not kept in the user cache")
     p.set_defaults(handler=_bench)

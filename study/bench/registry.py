@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any, Callable
 
 from study.bench.fused import bench_fused, fused_note
+from study.bench.read_workload import bench_read, read_note
 from study.bench.study_workload import bench_study, study_missing, study_note
 from study.bench.timing import BenchRun
 from study.bench.vae_study import bench_vae_study, vae_study_missing, vae_study_note
@@ -24,6 +25,8 @@ class Workload:
     missing: Callable[[str | None], str | None] | None = None
     # (row, quick) -> lines printed under the table
     note: Callable[[dict[str, Any], bool], list[str]] | None = None
+    # in a plain `study bench` (and --quick); False: only when --only names it
+    default: bool = True
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -32,4 +35,7 @@ WORKLOADS: dict[str, Workload] = {
     "fused": Workload("fused", bench_fused, note=fused_note),
     "study": Workload("study", bench_study, study_missing, study_note),
     "vae-study": Workload("vae-study", bench_vae_study, vae_study_missing, vae_study_note),
+    # Reading studies, not training: minutes to make its 1,000-trial study the first time, so only on request.
+    "read": Workload("read", bench_read, note=read_note, default=False),
 }
+DEFAULT_WORKLOADS = [name for name, w in WORKLOADS.items() if w.default]

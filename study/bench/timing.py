@@ -30,6 +30,8 @@ class Sizes:
     vae_study_epochs: int = 4
     fused_windows: int = 11_193        # windows of the fused workload (train 70%, val 15%, test 15%): the real
                                        # count at L=30 on the homework date range
+    read_trials: tuple[int, int] = (10, 1_000)  # the read workload's two study sizes (--read-sizes)
+    read_repeats: int = 3              # runs of each read command per size; the median is kept
 
 
     @property
@@ -39,7 +41,8 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(windows=2_000, vae_homework_images=256, vae_default_images=4_096, study_trials=4, study_epochs=2,
-              vae_study_trials=2, vae_study_images=2_000, vae_study_epochs=2, fused_windows=2_000)
+              vae_study_trials=2, vae_study_images=2_000, vae_study_epochs=2, fused_windows=2_000,
+              read_trials=(5, 20), read_repeats=2)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class BenchRun:
     data_dir: str | None
     workdir: Path
     threads: int | None = None  # --threads; None: each workload's own choice (torch's default, or see the workload)
+    cache: bool = True  # the read workload keeps its studies in the user cache (False: --no-cache)
 
 
 def median_after_warmup(rounds: list[list[float]], warmup: int) -> float:
