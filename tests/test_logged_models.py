@@ -272,3 +272,35 @@ def test_the_loader_module_imports_neither_mlflow_nor_torch():
 def test_model_names_follow_the_one_rule():
     assert registered_model("s", "covid") == "s-covid" and CHOSEN == "chosen"
     assert logged_model.model_name("a.b", "1/2") == "a-b-1-2"
+
+
+# ------------------------------------------------------------------------------------------------- a tracking server
+from test_mlflow_server import mlflow_server  # noqa: E402,F401  (the fixture: a real `mlflow server`, its own store)
+
+
+@pytest.mark.slow
+def test_on_a_tracking_server_a_repeated_study_adds_a_version(mlflow_server, tmp_path):
+    """The same study twice against one server (the files go through its proxied artefact store): a logged model
+    per trial that ended by itself each time, `<study>-<part>` at version 2 with `chosen` on it, version 1 kept,
+    and the chosen model loads from the server in a fresh process."""
+    base, _ = mlflow_server
+    project = write_project(tmp_path / "project")
+    for storage in ("first", "second"):
+        out = run_study(project, tmp_path / storage, "--mlflow-uri", base, cwd=tmp_path)
+        assert not (tmp_path / storage / NAME / "mlflow.db").exists()
+    assert f"its model: models:/{MODEL}@{CHOSEN} (version 2)" in out, out
+    client = MlflowClient(base)
+    exp = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([exp.experiment_id], f"tags.trainable = '{PART}'", max_results=100)
+    ended = [r.info.run_id for r in runs if STOPPED_TAG not in r.data.tags]
+    assert len(runs) == 4 and len(ended) == 2
+    models = client.search_logged_models([exp.experiment_id])
+    assert sorted(m.source_run_id for m in models) == sorted(ended)
+    assert all(m.artifact_location.startswith("mlflow-artifacts:") for m in models)
+    chosen = client.get_model_version_by_alias(MODEL, CHOSEN)
+    assert int(chosen.version) == 2 and chosen.run_id in ended
+    first = client.get_model_version(MODEL, "1")
+    assert first.run_id in ended and first.run_id != chosen.run_id
+    env = {**os.environ, "PYTHONPATH": str(project.parent), "MLFLOW_TRACKING_URI": base}
+    out = fresh(LOAD, f"models:/{MODEL}@{CHOSEN}", INPUT_JSON, env=env, cwd=tmp_path).splitlines()
+    assert json.loads(out[0])["score"] == pytest.approx(list(INPUT.sum(axis=1) * 16 * 0.03)), out
