@@ -366,3 +366,50 @@ def test_a_model_declaration_is_checked_when_the_trainable_is_built():
     ok = Trainable(name="t", config=C, train=fn, metric="m", artifacts=("m.pt",),
                    model=ModelSpec(files=["m.pt"], load=fn, predict=fn))
     assert ok.model.files == ("m.pt",)
+
+
+def test_the_readme_and_analysis_snippets_run_on_the_study(done, tmp_path, capsys, monkeypatch):
+    """README's analysis script (with this study's countries for the three it names) and docs/ANALYSIS.md's VAE
+    samples, as shown, on this study's folder."""
+    import re
+
+    readme = (ROOT / "README.md").read_text().split("### Analysis scripts", 1)[1]
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert '["Italy", "Spain", "Germany"]' in code and '"studies/NAME"' in code
+    code = code.replace('"studies/NAME"', repr(str(done.study_dir))).replace(
+        '["Italy", "Spain", "Germany"]', repr(list(WAVE_COUNTRIES[:3])))
+    exec(compile(code, "README", "exec"), {})
+    out = capsys.readouterr().out
+    assert all(c in out for c in WAVE_COUNTRIES[:3]) and "p_increase" in out
+    analysis = (ROOT / "docs" / "ANALYSIS.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", analysis, re.S) if ".sample(16" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.replace('"studies/NAME"', repr(str(done.study_dir))), "ANALYSIS.md", "exec"), {})
+    from PIL import Image
+
+    assert Image.open(tmp_path / "faces.png").size == (64, 64)  # 4 x 4 faces of 16 pixels
+
+
+def test_the_docs_plugin_with_its_model_declared(tmp_path, monkeypatch):
+    """docs/TRAINABLES.md's example with the lines its "ready to use" section adds: a valid Trainable whose run
+    writes the declared file, loaded and predicting through its declaration."""
+    import re
+
+    from trainables.testing import check_trainable
+
+    doc = (ROOT / "docs" / "TRAINABLES.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    base = next(b for b in blocks if re.search(r"^TRAINABLE = ", b, re.M))
+    added = next(b for b in blocks if "ModelSpec(" in b and "TRAINABLE = " in b)
+    (tmp_path / "my_model_ready.py").write_text(base + "\n\n" + added)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_model_ready
+
+    trainable = my_model_ready.TRAINABLE
+    checked = check_trainable(trainable, epochs=2, width=4)
+    assert checked.artifacts == ["model.json", "summary.json"]
+    trainable.train(trainable.make_config({"width": 4, "lr": 0.02, "epochs": 2}), lambda m: None,
+                    artifact_dir=tmp_path / "art")
+    model = trainable.model.load(tmp_path / "art", "cpu")
+    out = trainable.model.predict(model, pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}))
+    assert out.score.tolist() == pytest.approx([4 * 0.02 / 4, 6 * 0.02 / 4])
