@@ -36,8 +36,8 @@ from mlflow.tracking import MlflowClient
 
 from study.tracking import TrackingInfo
 from trainables import pyfunc
-from trainables.names import (CHOSEN, MODEL_DATA, MODEL_ID_TAG, PARENT_TAG, PART_TAG, PYFUNC_LOADER, TRAINABLE_TAG, TRIAL_TAG,
-                              local_path, registered_model)
+from trainables.names import (CHOSEN, MODEL_DATA, MODEL_ID_TAG, PARENT_TAG, PART_TAG, PYFUNC_LOADER, TRAINABLE_TAG,
+                              TRIAL_TAG, local_path, registered_model)
 from trainables.trainable import Trainable
 
 # What the model needs beyond the project, pinned to what logged it. The project is not on a package index: load
