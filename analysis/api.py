@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from analysis.results import RunInfo, StudyResults, load_study
 from analysis.store import folder_state
 from analysis.trial_states import optuna_states, trial_state
 from data.errors import DataError
-from trainables.names import BASELINE, BASELINE_TAG, MLFLOW_DB, STUDY_STATE, TEST_PREFIX
+from trainables.names import (BASELINE, BASELINE_TAG, EPOCH, EPOCH_TIME, MLFLOW_DB, STUDY_STATE, TEST_PREFIX,
+                              TRAIN_TIME_TAG)
 
 ID_COLUMNS = ["part", "trial_id", "run_id", "group", "state", "chosen"]
 
@@ -43,9 +44,22 @@ class Study:
     folder: Path | None
     tracking_uri: str
     trials: pd.DataFrame
-    history: pd.DataFrame
     baselines: pd.DataFrame
     results: StudyResults
+    _history: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every finished trial's curves, long format: read from the store the first time it is asked for (all
+        trials' at once), since it is what grows with a study's epochs and trials and most readers need none."""
+        if self._history is None:
+            runs = [r for r in self.results.runs if r.trainable and r.trainable != BASELINE]
+            self._history = pd.DataFrame(
+                [{"part": r.part, "trial_id": r.trial_id, "epoch": int(step), "metric": key, "value": float(value)}
+                 for r in runs for key, (steps, values) in sorted(r.history.items()) if key != EPOCH
+                 for step, value in zip(steps, values)],
+                columns=["part", "trial_id", "epoch", "metric", "value"])
+        return self._history
 
     def objective(self, part: str) -> tuple[str, str]:
         """(metric, "max"|"min"): what the part's trials were chosen on, as the study logged it."""
@@ -110,17 +124,14 @@ def open_study(path_or_name: str | Path, storage: str | Path = "studies", tracki
         configs |= _typed([r for r in runs if r.part == part])
     rows = [_trial_row(r, configs[r.run_id], states, chosen) for r in runs]
     trials = _frame(rows, ID_COLUMNS)
-    history = pd.DataFrame([{"part": r.part, "trial_id": r.trial_id, "epoch": int(step),
-                             "metric": key, "value": float(value)}
-                            for r in runs for key, (steps, values) in sorted(r.history.items()) if key != "epoch"
-                            for step, value in zip(steps, values)],
-                           columns=["part", "trial_id", "epoch", "metric", "value"])
+    if rows:  # one conversion for the column (pd.to_datetime per row was a second of a 1,000-trial study)
+        trials["start_time"] = pd.to_datetime(trials["start_time"].astype("int64"), unit="ms")
     parts = {r.part for r in runs} | {p.name for p in results.parts()}
     owned = [(part, b) for part in sorted(parts) for b in results.baselines(part)]
     typed = _typed([b for _, b in owned])
     baselines = _frame([{"part": part, "baseline": b.tags.get(BASELINE_TAG, b.params.get("baseline")),
                          **typed[b.run_id], **b.metrics} for part, b in owned], ["part", "baseline"])
-    return Study(name=results.name, folder=folder, tracking_uri=tracking_uri, trials=trials, history=history,
+    return Study(name=results.name, folder=folder, tracking_uri=tracking_uri, trials=trials,
                  baselines=baselines, results=results)
 
 
@@ -159,11 +170,24 @@ def _frame(rows: list[dict[str, Any]], first: list[str]) -> pd.DataFrame:
 
 
 def _trial_row(run: RunInfo, config: dict[str, Any], states: dict[str, str], chosen: set[str]) -> dict[str, Any]:
-    epochs = [int(s[-1]) for s in (steps for steps, _ in run.history.values()) if len(s)]
+    """A trial's row from what the store's run listing holds (no curve read): a finished run's last epoch is its
+    final `epoch` (every report names its epoch, in order), its training time the sum of its epochs' `epoch_time_s`
+    that the study tagged when it closed the run (a run closed before the tag existed: its curve, read then). A run
+    that is not finished has no curves here: 0 epochs and no training time, as `history` holds none of it."""
+    finished = run.status == "FINISHED"
+    epochs = run.metrics.get(EPOCH) if finished else None
+    if finished and epochs is None:  # a store from before every report named its epoch: its curves' last step
+        epochs = max((int(steps[-1]) for steps, _ in run.history.values() if len(steps)), default=0)
+    if finished and TRAIN_TIME_TAG in run.tags:
+        train_s = float(run.tags[TRAIN_TIME_TAG])
+    elif finished and EPOCH_TIME in run.metrics:
+        train_s = float(run.history[EPOCH_TIME][1].sum())
+    else:
+        train_s = math.nan
     return {"part": run.part, "trial_id": run.trial_id, "run_id": run.run_id,
             "group": run.group, "state": trial_state(run, states), "chosen": run.run_id in chosen,
             **{k: v for k, v in config.items() if k not in ID_COLUMNS},
-            **{k: v for k, v in sorted(run.metrics.items()) if k not in ("epoch", "epoch_time_s")},
-            "epochs_run": max(epochs, default=0),
-            "train_s": float(run.history["epoch_time_s"][1].sum()) if "epoch_time_s" in run.history else math.nan,
-            "start_time": pd.to_datetime(run.start_time, unit="ms")}
+            **{k: v for k, v in sorted(run.metrics.items()) if k not in (EPOCH, EPOCH_TIME)},
+            "epochs_run": int(epochs) if epochs is not None and math.isfinite(epochs) else 0,
+            "train_s": train_s,
+            "start_time": run.start_time}  # ms since the epoch: a datetime column once the rows are a frame

@@ -10,13 +10,17 @@ import dataclasses
 import json
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from analysis.store import mlflow_reader, reading, shown
+from analysis import mlflow_sqlite
+from analysis.mlflow_sqlite import RawExperiment, RawRun
+from analysis.store import mlflow_snapshot, probe, reading, shown, sqlite_file
 from data.errors import DataError
 from trainables import registry
 from trainables.names import (BASELINE, BASELINE_KEY_TAG, GROUP_TAG, KIND_TAG, PARENT_TAG, PART_TAG, RUN_RESULTS,
@@ -103,6 +107,8 @@ class StudyResults:
     # Artefacts downloaded from a tracking server without a cache folder: a temporary folder that lives as long as
     # these results (removed when they are collected, or at exit), so nothing is left behind in the temp directory.
     downloads: list[Any] = field(default_factory=list, repr=False, compare=False)
+    # What the report computes once from these results and several sections use (the search's importances).
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def select(self, trainable: str | None = None, group: str | None = None, part: str | None = None,
                **params: str) -> list[RunInfo]:
@@ -203,22 +209,103 @@ def config_defaults(trainable: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in defaults.items()}
 
 
-def _artifacts(client, run, cache: Callable[[], Path], place: Callable[[str], Path | None]) -> dict[str, Path]:
-    """Artefacts under results/: read in place from a local folder (`place`: in the study folder where it lies now,
-    when they are its own), else downloaded from the server into `cache()` (weights skipped)."""
-    local = place(run.info.artifact_uri)
-    if local is not None:
-        root = local / RUN_RESULTS
-        return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
-    found: dict[str, Path] = {}
-    for item in client.list_artifacts(run.info.run_id, RUN_RESULTS):  # [] when the run has none
-        if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
-            continue
-        dst = cache() / run.info.run_id
-        dst.mkdir(parents=True, exist_ok=True)
-        path = Path(client.download_artifacts(run.info.run_id, item.path, str(dst)))
-        found[item.path.split("/", 1)[1]] = path
-    return found
+class Lazy(Mapping):
+    """A mapping read on its first use (a run's curves, its artefacts): `study show` and `open_study(...).trials`
+    need neither, and reading them is what grows with a study's trials."""
+
+    def __init__(self, fill: Callable[[], dict]):
+        self._fill: Callable[[], dict] | None = fill
+        self._data: dict | None = None
+
+    def _get(self) -> dict:
+        if self._data is None:
+            self._data, self._fill = self._fill(), None  # type: ignore[misc]
+        return self._data
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get()) if self._data is not None else "Lazy(not read yet)"
+
+
+class _Source:
+    """Where a study's runs are read from: an SQLite store's snapshot (`analysis.mlflow_sqlite`, no MLflow), or
+    MLflow's client (a tracking server, a database server). Both give `RawRun`s, so the study reads the same."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        path = sqlite_file(uri)
+        self.con = mlflow_snapshot(path) if path is not None else None
+        self.client = None
+        if self.con is None:
+            probe(uri)
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment(self, study_name: str | None) -> RawExperiment:
+        """The named experiment, else the newest one that has a study parent run (skips MLflow's 'Default')."""
+        where = shown(self.uri)
+        if self.con is not None:
+            found = mlflow_sqlite.experiments(self.con)
+            if study_name:
+                named = next((e for e in found if e.name == study_name), None)
+                if named is None:
+                    raise DataError(f"{where}: no study named {study_name!r}; the store has: "
+                                    f"{', '.join(e.name for e in found) or 'none'}")
+                return named
+            for exp in found:
+                if self.con.execute("SELECT 1 FROM tags JOIN runs USING (run_uuid) WHERE runs.experiment_id = ? "
+                                    "AND tags.key = ? AND tags.value != '' LIMIT 1",
+                                    (int(exp.experiment_id), KIND_TAG)).fetchone():
+                    return exp
+            raise DataError(f"{where}: no study in this store (no experiment with a run tagged {KIND_TAG})")
+        exp = find_experiment(self.client, study_name, self.uri)
+        return RawExperiment(exp.experiment_id, exp.name, exp.artifact_location)
+
+    def runs(self, exp: RawExperiment) -> list[RawRun]:
+        if self.con is not None:
+            return mlflow_sqlite.runs(self.con, exp.experiment_id)
+        page = self.client.search_runs([exp.experiment_id], max_results=1000)
+        found = list(page)
+        while page.token:
+            page = self.client.search_runs([exp.experiment_id], max_results=1000, page_token=page.token)
+            found.extend(page)
+        return [RawRun(r.info.run_id, r.info.run_name or "", r.info.status, r.info.start_time or 0,
+                       r.info.artifact_uri or "", dict(r.data.tags), dict(r.data.params), dict(r.data.metrics))
+                for r in found]
+
+    def histories(self, runs: list[RawRun]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Every run's curves: in bulk from an SQLite store; one request per run and metric from a server."""
+        if self.con is not None:
+            return mlflow_sqlite.histories(self.con, [r.run_id for r in runs])
+        return {r.run_id: _history(self.client, r.run_id, r.metrics.keys()) for r in runs}
+
+    def artifacts(self, run: RawRun, cache: Callable[[], Path], place: Callable[[str], Path | None]) -> dict[str, Path]:
+        """Artefacts under results/: read in place from a local folder (`place`: in the study folder where it lies
+        now, when they are its own), else downloaded from the server into `cache()` (weights skipped)."""
+        local = place(run.artifact_uri)
+        if local is not None:
+            root = local / RUN_RESULTS
+            return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
+        if self.client is None:  # an SQLite store whose artefacts are not on this machine
+            return {}
+        found: dict[str, Path] = {}
+        for item in self.client.list_artifacts(run.run_id, RUN_RESULTS):  # [] when the run has none
+            if item.is_dir or item.path.endswith(SKIP_DOWNLOAD):
+                continue
+            dst = cache() / run.run_id
+            dst.mkdir(parents=True, exist_ok=True)
+            path = Path(self.client.download_artifacts(run.run_id, item.path, str(dst)))
+            found[item.path.split("/", 1)[1]] = path
+        return found
 
 
 def _history(client, run_id: str, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -249,33 +336,29 @@ def find_experiment(client, study_name: str | None, where: str | None = None):
 
 def load_study(tracking_uri: str, study_name: str | None = None, cache_dir: str | Path | None = None,
                defaults: bool = True, folder: str | Path | None = None) -> StudyResults:
-    """Read a study (newest when no name is given) with every child run's params, metrics, curves and artefacts.
+    """Read a study (newest when no name is given): every child run's params, final metrics and tags now, in a
+    number of store queries that does not grow with the trials; each run's curves (`history`, all runs' at once)
+    and artefacts when first asked for.
 
     `defaults`: fill the config keys a run did not log (older stores) from its trainable's defaults, which imports
     the trainable (torch for the built-ins); a trainable this machine cannot import fills none.
     `folder`: the study folder where it lies now, whose artefacts are read there whatever absolute place the store
     recorded (a copied, moved or renamed folder); default: the folder the parent run names, when this machine sees it.
     `cache_dir`: where artefacts of a tracking server are downloaded (default: a temporary folder that lives as long
-    as the results). The store is only read (an SQLite store through a snapshot: `analysis.store.mlflow_reader`), and
-    whatever breaks while reading it is one DataError line."""
-    from mlflow.tracking import MlflowClient
-
-    with reading(tracking_uri), mlflow_reader(tracking_uri) as read_uri:
-        return _load(MlflowClient(tracking_uri=read_uri), tracking_uri, study_name, cache_dir, defaults, folder)
+    as the results). The store is only read (an SQLite store through a snapshot in memory: `analysis.store`), and
+    whatever breaks while reading it, now or when a curve is first read, is one DataError line."""
+    with reading(tracking_uri):
+        return _load(_Source(tracking_uri), study_name, cache_dir, defaults, folder)
 
 
-def _load(client, tracking_uri: str, study_name: str | None, cache_dir: str | Path | None, defaults: bool,
+def _load(source: _Source, study_name: str | None, cache_dir: str | Path | None, defaults: bool,
           folder: str | Path | None) -> StudyResults:
-    exp = find_experiment(client, study_name, tracking_uri)
-    page = client.search_runs([exp.experiment_id], max_results=1000)
-    all_runs = list(page)
-    while page.token:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=page.token)
-        all_runs.extend(page)
-    parents = [r for r in all_runs if KIND_TAG in r.data.tags and PARENT_TAG not in r.data.tags]
-    parents.sort(key=lambda r: r.info.start_time or 0)
-    parent_ids = {r.info.run_id for r in parents}
-    parent_tags = dict(parents[-1].data.tags) if parents else {}
+    exp = source.experiment(study_name)
+    all_runs = source.runs(exp)
+    parents = [r for r in all_runs if KIND_TAG in r.tags and PARENT_TAG not in r.tags]
+    parents.sort(key=lambda r: r.start_time)
+    parent_ids = {r.run_id for r in parents}
+    parent_tags = dict(parents[-1].tags) if parents else {}
     # The study folder the parent run names (tag study.storage: where it was when the study began), and where it is
     recorded = parent_tags.get(STORAGE_TAG)
     if folder is None and recorded and Path(recorded).is_dir():
@@ -293,35 +376,49 @@ def _load(client, tracking_uri: str, study_name: str | None, cache_dir: str | Pa
         mapped = folder_artifacts(artifact_uri, exp.artifact_location, recorded, folder) if folder else None
         return mapped or local_path(artifact_uri)
 
-    runs, failed = [], []
-    trainables = {r.data.tags.get(TRAINABLE_TAG) for r in all_runs} - {None, "", BASELINE}
+    runs, failed, finished = [], [], []
+    trainables = {r.tags.get(TRAINABLE_TAG) for r in all_runs} - {None, "", BASELINE}
     defaults = {t: config_defaults(t) for t in sorted(trainables)} if defaults else {}
+    curves: list[dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]] = []
+
+    def history(run_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if not curves:  # the first run whose curves are asked for reads every finished run's: one bulk read
+            with reading(source.uri):
+                curves.append(source.histories(finished))
+        return curves[0].get(run_id, {})
+
+    def artifacts(r: RawRun) -> Callable[[], dict[str, Path]]:
+        def fill() -> dict[str, Path]:
+            with reading(source.uri):
+                return source.artifacts(r, cache, place)
+        return fill
+
     for r in all_runs:
-        tags = dict(r.data.tags)
-        if tags.get(PARENT_TAG) not in parent_ids and TRAINABLE_TAG not in tags:
+        if r.tags.get(PARENT_TAG) not in parent_ids and TRAINABLE_TAG not in r.tags:
             continue
-        if r.info.run_id in parent_ids:
+        if r.run_id in parent_ids:
             continue
         info = RunInfo(
-            run_id=r.info.run_id,
-            name=r.info.run_name or r.info.run_id[:8],
-            status=r.info.status,
-            start_time=r.info.start_time or 0,
-            tags=tags,
-            params={**defaults.get(tags.get(TRAINABLE_TAG, ""), {}), **r.data.params},
-            metrics=dict(r.data.metrics),
-            logged_params=dict(r.data.params),
+            run_id=r.run_id,
+            name=r.name or r.run_id[:8],
+            status=r.status,
+            start_time=r.start_time,
+            tags=r.tags,
+            params={**defaults.get(r.tags.get(TRAINABLE_TAG, ""), {}), **r.params},
+            metrics=r.metrics,
+            logged_params=dict(r.params),
         )
-        if r.info.status != "FINISHED":
+        if r.status != "FINISHED":
             failed.append(info)
             continue
-        info.history = _history(client, info.run_id, r.data.metrics.keys())
-        info.artifacts = _artifacts(client, r, cache, place)
+        info.history = Lazy(partial(history, r.run_id))
+        info.artifacts = Lazy(artifacts(r))
+        finished.append(r)
         runs.append(info)
     runs.sort(key=lambda r: (r.start_time, r.name))
     return StudyResults(
         name=exp.name,
-        tracking_uri=tracking_uri,
+        tracking_uri=source.uri,
         experiment_id=exp.experiment_id,
         parent_tags=parent_tags,
         runs=runs,

@@ -8,6 +8,8 @@ file too, so a reader that hands them a path can write where it meant to read. H
 - `folder_state(folder)`: what the folder's study.json says, resolved against where the folder lies now (the
   embedded store is the folder's own mlflow.db wherever the folder was copied, moved or renamed to:
   `trainables.names.folder_store`), with its Optuna storage checked;
+- `mlflow_snapshot(path)`: an SQLite store, checked, copied into memory for `analysis.mlflow_sqlite` to read
+  without MLflow;
 - `mlflow_reader(uri)`: a URI MLflow may open. An SQLite store is checked (there, an SQLite file, MLflow's tables,
   not corrupted) on a read-only connection and copied with SQLite's backup API (one consistent snapshot, also of a
   study that is running) into a temporary folder that is removed when the block ends; MLflow opens that copy. A
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -93,7 +96,7 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 @contextmanager
-def _read_only(path: Path, kind: str, tables: tuple[str, ...]) -> Iterator[sqlite3.Connection]:
+def read_only_sqlite(path: Path, kind: str, tables: tuple[str, ...]) -> Iterator[sqlite3.Connection]:
     """A read-only connection to an SQLite file checked to be `kind`: there, SQLite, with `tables`, not corrupted."""
     if not path.exists():
         raise DataError(f"no {kind}: the file is missing", path)
@@ -129,7 +132,7 @@ def _read_only(path: Path, kind: str, tables: tuple[str, ...]) -> Iterator[sqlit
 
 
 def _check_sqlite(path: Path, kind: str, tables: tuple[str, ...]) -> None:
-    with _read_only(path, kind, tables):
+    with read_only_sqlite(path, kind, tables):
         pass
 
 
@@ -144,7 +147,7 @@ def mlflow_reader(uri: str) -> Iterator[str]:
         probe(uri)
         yield uri
         return
-    with _read_only(path, "MLflow store", MLFLOW_TABLES) as con, \
+    with read_only_sqlite(path, "MLflow store", MLFLOW_TABLES) as con, \
             tempfile.TemporaryDirectory(prefix="study-read-") as tmp:
         snapshot = Path(tmp) / MLFLOW_DB
         try:
@@ -156,6 +159,19 @@ def mlflow_reader(uri: str) -> Iterator[str]:
         except sqlite3.Error as err:
             raise DataError(f"a corrupted or unreadable MLflow store ({err})", path) from None
         yield f"sqlite:///{snapshot}"
+
+
+def mlflow_snapshot(path: Path) -> sqlite3.Connection:
+    """An MLflow SQLite store, checked (there, an SQLite file, MLflow's tables, not corrupted) and copied into memory
+    with SQLite's backup API (one consistent snapshot, also of a study that is running): what
+    `analysis.mlflow_sqlite` reads, without MLflow."""
+    from analysis import mlflow_sqlite
+
+    with read_only_sqlite(path, "MLflow store", MLFLOW_TABLES) as con:
+        try:
+            return mlflow_sqlite.snapshot(con)
+        except sqlite3.Error as err:
+            raise DataError(f"a corrupted or unreadable MLflow store ({err})", path) from None
 
 
 def optuna_storage(path: str | Path):
@@ -226,15 +242,23 @@ def _line(err: BaseException) -> str:
 @contextmanager
 def reading(where: str | Path) -> Iterator[None]:
     """What the libraries raise while a store is read, as one DataError line naming `where` (what was read):
-    MLflow's errors, SQLAlchemy's and sqlite3's (a store that broke while read), Optuna's, and OSError."""
-    from mlflow.exceptions import MlflowException
-    from optuna.exceptions import OptunaError
-    from sqlalchemy.exc import SQLAlchemyError
-
+    MLflow's errors, SQLAlchemy's and sqlite3's (a store that broke while read), Optuna's, and OSError. Only the
+    libraries already imported can have raised: none is imported here (a reader that needs neither MLflow nor
+    Optuna, `study show` of a study folder, loads neither)."""
     try:
         yield
     except DataError:
         raise
-    except (MlflowException, SQLAlchemyError, sqlite3.Error, OptunaError, OSError, UnicodeDecodeError,
-            json.JSONDecodeError) as err:
+    except Exception as err:
+        if not isinstance(err, _library_errors()):
+            raise
         raise failure(f"cannot read the study ({type(err).__name__}: {_line(err)})", where) from None
+
+
+def _library_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [sqlite3.Error, OSError, UnicodeDecodeError, json.JSONDecodeError]
+    for module, name in (("mlflow.exceptions", "MlflowException"), ("sqlalchemy.exc", "SQLAlchemyError"),
+                         ("optuna.exceptions", "OptunaError")):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)

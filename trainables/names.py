@@ -23,6 +23,7 @@ EPOCH = "epoch"                      # every report's 1-based epoch (the contrac
 BEST_EPOCH = "best_epoch"            # the epoch whose weights are scored (mean over the main models for covid)
 EARLY_STOPPED = "stopped_by_patience"  # 1.0 in the last report of a run patience stopped: complete, not pruned
 EVAL_TIME, END_TIME = "eval_time_s", "end_time_s"  # an epoch's evaluation; the end of run (summary.json)
+EPOCH_TIME = "epoch_time_s"          # an epoch's training (a trainable that reports it gets `train_s`, their sum)
 TEST_PREFIX = "test_"                # metrics reported, never chosen on: an objective may not start with it
 
 
@@ -118,6 +119,7 @@ COMMIT_TAG = "git_commit"
 ERROR_TAG = "error"
 TRACEBACK_TAG = "error_traceback"
 STOPPED_TAG = "stopped_early"     # why a trial ended before its last epoch
+TRAIN_TIME_TAG = "study.train_s"  # a closed run's summed EPOCH_TIME: `trials.train_s` without reading every curve
 BASELINE = "baseline"             # TRAINABLE_TAG of a baseline run
 BASELINE_TAG = "study.baseline"   # which baseline
 BASELINE_KEY_TAG = "study.baseline_key"  # the data setting a baseline run was fitted on (a hash)
