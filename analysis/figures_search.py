@@ -25,11 +25,20 @@ from analysis.store import optuna_storage, reading
 from trainables.names import GROUP_ATTR, OPTUNA_DB, SPACE_TAG, STOPPED_TAG, STUDY_KEYS
 
 NOT_SEARCHED = {"seed", "data_dir", "device", "num_threads", "impl", "epochs", *STUDY_KEYS}
+IMPORTANCE_TRIALS = 200  # fANOVA on at most this many trials (a random sample): see param_importances
 DIRECTION = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 
 
 def optuna_study(results: StudyResults, part: str):
-    """The part's Optuna study from the study folder's storage; None for a folder without one."""
+    """The part's Optuna study from the study folder's storage; None for a folder without one. Read once per part
+    and study (every figure and section of a report asks for it)."""
+    key = ("optuna_study", part, results.study_dir)
+    if key not in results.memo:
+        results.memo[key] = _optuna_study(results, part)
+    return results.memo[key]
+
+
+def _optuna_study(results: StudyResults, part: str):
     import optuna
 
     if not results.study_dir:
@@ -130,7 +139,25 @@ def rebuild_study(results: StudyResults, part: str):
 def param_importances(results: StudyResults, part: str) -> dict[str, float]:
     """fANOVA importances (Optuna's evaluator, fixed seed) over the COMPLETE trials of the Optuna storage where
     the study has one, else of the rebuilt study; empty when fANOVA has nothing to explain: fewer than two
-    trials that differ in a parameter of the common search space and in the objective."""
+    trials that differ in a parameter of the common search space and in the objective.
+
+    Over IMPORTANCE_TRIALS trials, a random sample of that many (seed 0; `importance_trials` says how many were
+    used): fANOVA's cost grows faster than its trials (measured on 2 cores, two parameters, 64 trees: 1.9 s at
+    100 trials, 6.1 s at 256, 50 s at 1,000), and 200 trials rank a search space's parameters as well as more do.
+    Computed once per part and study (the figure and the discussion share it)."""
+    key = ("importances", part)
+    if key not in results.memo:
+        results.memo[key] = _importances(results, part)
+    return results.memo[key][0]
+
+
+def importance_trials(results: StudyResults, part: str) -> tuple[int, int]:
+    """(trials the importances were computed on, COMPLETE trials in all)."""
+    param_importances(results, part)
+    return results.memo[("importances", part)][1]
+
+
+def _importances(results: StudyResults, part: str) -> tuple[dict[str, float], tuple[int, int]]:
     import optuna
 
     study = optuna_study(results, part)
@@ -138,11 +165,18 @@ def param_importances(results: StudyResults, part: str) -> dict[str, float]:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     space = optuna.search_space.intersection_search_space(study.get_trials(deepcopy=False))
     if len({t.value for t in trials}) < 2 or not any(len({repr(t.params[k]) for t in trials}) > 1 for k in space):
-        return {}
+        return {}, (0, len(trials))
+    used = trials
+    if len(trials) > IMPORTANCE_TRIALS:
+        picked = np.random.default_rng(0).choice(len(trials), IMPORTANCE_TRIALS, replace=False)
+        used = [trials[i] for i in sorted(picked)]
+        study = optuna.create_study(directions=study.directions)
+        study.add_trials(used)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return optuna.importance.get_param_importances(
+        found = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return found, (len(used), len(trials))
 
 
 @dataclass(frozen=True)
@@ -167,7 +201,15 @@ class SearchHistory:
 
 
 def search_history(results: StudyResults, part: str) -> SearchHistory | None:
-    """The history from the Optuna storage, else from the finished MLflow runs; None without any trial."""
+    """The history from the Optuna storage, else from the finished MLflow runs; None without any trial. Read once
+    per part and study (two figures use it)."""
+    key = ("search_history", part, results.study_dir)
+    if key not in results.memo:
+        results.memo[key] = _search_history(results, part)
+    return results.memo[key]
+
+
+def _search_history(results: StudyResults, part: str) -> SearchHistory | None:
     import optuna
 
     study = optuna_study(results, part)
@@ -249,8 +291,10 @@ def fig_search_importance(results: StudyResults, out_dir, part: str):
         ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=9)
     ax.set_xlim(0, max(imp.values()) * 1.2 or 1)
     ax.set_xlabel(f"fANOVA importance for {objective(results, part)[0]}")
+    sampled, complete = importance_trials(results, part)
+    sample = f"; fANOVA on a random {sampled} of them" if sampled < complete else ""
     ax.set_title(f"Parameter importances, {part} ({len(used)} finished trials: "
-                 f"{used.count('fixed')} fixed, {used.count('search')} searched)", fontsize=10)
+                 f"{used.count('fixed')} fixed, {used.count('search')} searched{sample})", fontsize=10)
     return save(fig, out_dir, f"{figure}.png")
 
 

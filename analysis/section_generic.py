@@ -14,6 +14,9 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+from matplotlib.collections import LineCollection
+
 from analysis import figures_search
 from analysis.common import curve_key, draw_figures, figure_block, plt, save, short_num
 from analysis.results import RunInfo, StudyResults
@@ -52,13 +55,17 @@ def fig_learning_curves(results: StudyResults, out_dir, part: str) -> Path | Non
         return None
     chosen = results.chosen(part)
     fig, ax = plt.subplots(figsize=(8, 4.2))
+    # The other trials as one collection of lines (one artist: a plot call per trial took 12 s at 1,000 trials)
+    rest = [np.column_stack([steps, values]) for run, (steps, values) in curves if run is not chosen]
+    ax.add_collection(LineCollection(rest, colors="#7f7f7f", linewidths=1.0, alpha=0.5, zorder=2))
+    single = np.array([xy[0] for xy in rest if len(xy) == 1]).reshape(-1, 2)  # a one-epoch curve is a point
+    if len(single):
+        ax.scatter(single[:, 0], single[:, 1], color="#7f7f7f", alpha=0.5, s=9, zorder=2)
     for run, (steps, values) in curves:
-        top = run is chosen
-        ax.plot(steps, values, color="#d62728" if top else "#7f7f7f", lw=2.2 if top else 1.0,
-                alpha=1.0 if top else 0.5, marker="o" if top or len(steps) == 1 else None, ms=3, zorder=3 if top else 2,
-                label=f"chosen: {run.trial_id}" if top else None)
-    others = sum(run is not chosen for run, _ in curves)
-    ax.plot([], [], color="#7f7f7f", alpha=0.5, label=f"other trials ({others})")
+        if run is chosen:
+            ax.plot(steps, values, color="#d62728", lw=2.2, marker="o", ms=3, zorder=3, label=f"chosen: {run.trial_id}")
+    ax.autoscale_view()
+    ax.plot([], [], color="#7f7f7f", alpha=0.5, label=f"other trials ({len(rest)})")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric if key == metric else f"{metric} (each epoch's own value)")
     ax.set_title(f"{part}: {metric} per epoch, {len(curves)} finished trials "
