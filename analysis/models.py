@@ -176,6 +176,5 @@ def _download(tracking_uri: str, run_id: str, files: tuple[str, ...], dst: Path,
             raise DataError(f"trial {trial_id} logged no {', '.join(missing)} (a trial that ended before its end of "
                             "run has no model)", where)
         for name in files:
-            client.download_artifacts(run_id, f"{RUN_RESULTS}/{name}", str(dst))
-    for name in files:  # download_artifacts keeps the results/ folder
-        (dst / RUN_RESULTS / name).replace(dst / name)
+            with tempfile.TemporaryDirectory(dir=dst) as one:  # download_artifacts may keep results/ in the path
+                Path(client.download_artifacts(run_id, f"{RUN_RESULTS}/{name}", one)).replace(dst / name)

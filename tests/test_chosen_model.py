@@ -413,3 +413,34 @@ def test_the_docs_plugin_with_its_model_declared(tmp_path, monkeypatch):
     model = trainable.model.load(tmp_path / "art", "cpu")
     out = trainable.model.predict(model, pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}))
     assert out.score.tolist() == pytest.approx([4 * 0.02 / 4, 6 * 0.02 / 4])
+
+
+def test_model_files_not_in_the_folder_are_downloaded_from_the_store(done):
+    """Where the run's files are not read in place (a tracking server's runs: weights are not among the downloaded
+    artefacts), they are fetched from the store for the moment of loading; the same model either way."""
+    from analysis import open_study
+
+    study = open_study(done.study_dir)
+    in_place = study.model("covid")
+    for run in study.results.runs:
+        run.artifacts = {k: v for k, v in run.artifacts.items() if k not in ("model.pt", "weights.json")}
+    fetched = study.model("covid")
+    x = np.random.default_rng(2).normal(size=(5, in_place.seq_len, in_place.n_features)).astype(np.float32)
+    assert np.array_equal(fetched.predict(x).to_numpy(), in_place.predict(x).to_numpy())
+    toy = study.model("toy")  # a plugin's own file, likewise
+    assert toy.model == {"scale": 5}
+
+
+def test_a_countrys_own_cumulative_counts_give_the_same_probability(done):
+    """windows_from_cumulative: raw cumulative counts over the trial's date range, normalised as the trial's data
+    layer does, give latest()'s numbers."""
+    from analysis import open_study
+    from data.sequence_data import load_source
+
+    model = open_study(done.study_dir).model("covid")
+    source = load_source(str(done.data_dir), model.config.data.date_range)
+    rows = [source.series.countries.index(c) for c in ("Brazil", "Namibia")]
+    x, kept = model.windows_from_cumulative(source.series.cumulative[rows], source.series.dates, ["Brazil", "Namibia"])
+    assert kept == ["Brazil", "Namibia"] and x.shape == (2, model.seq_len, model.n_features)
+    ours = model.predict(x).p_increase.to_numpy()
+    assert np.allclose(ours, model.latest(["Brazil", "Namibia"]).p_increase.to_numpy(), atol=1e-7)
