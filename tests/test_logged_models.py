@@ -63,7 +63,8 @@ def predict(model, inputs):
 
 TRAINABLE = Trainable(name="toy", config=ToyConfig, train=train, metric="val_loss", mode="min",
                       artifacts=("scale.json",),
-                      model=ModelSpec(files=("scale.json",), load=load, predict=predict, describe="any numeric columns"))
+                      model=ModelSpec(files=("scale.json",), load=load, predict=predict,
+                                      describe="any numeric columns"))
 '''
 
 # The fixed run is good; the searched one (lr far from 0.03, width 1-2) is worse at epoch 1, so ASHA stops it there.
@@ -116,8 +117,9 @@ def toy(tmp_path_factory) -> dict:
     client = MlflowClient(embedded_uri(folder))
     spec = load_spec(folder)
     runs = client.search_runs([spec.experiment_id], f"tags.trainable = '{PART}'", max_results=100)
+    path = os.pathsep.join([str(base / "project"), *filter(None, [os.environ.get("PYTHONPATH")])])
     return {"base": base, "folder": folder, "client": client, "spec": spec, "runs": runs, "out": out,
-            "env": {"PYTHONPATH": os.pathsep.join([str(base / "project"), *filter(None, [os.environ.get("PYTHONPATH")])])}}
+            "env": {"PYTHONPATH": path}}
 
 
 def test_one_logged_model_per_trial_that_ended_by_itself_with_its_final_metrics(toy):
@@ -182,9 +184,10 @@ def test_pyfunc_loads_the_chosen_model_in_a_fresh_process_and_predicts(toy):
 def test_mlflow_models_predict_on_the_command_line(toy):
     (toy["base"] / "in.csv").write_text(INPUT.to_csv(index=False))
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    env = {**os.environ, **toy["env"], "MLFLOW_TRACKING_URI": embedded_uri(toy["folder"])}
     proc = subprocess.run([mlflow_bin, "models", "predict", "-m", f"models:/{MODEL}@{CHOSEN}", "-i", "in.csv",
                            "-t", "csv", "--env-manager", "local"], cwd=toy["base"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **toy["env"], "MLFLOW_TRACKING_URI": embedded_uri(toy["folder"])})
+                          timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])["predictions"]
     assert [row["score"] for row in found] == pytest.approx(list(INPUT.sum(axis=1) * chosen_scale(toy)))
