@@ -17,11 +17,13 @@ declares one. Every other attribute is the model object's own, so `study.model("
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from data.errors import DataError
 from trainables import registry
@@ -168,7 +170,8 @@ def _download(tracking_uri: str, run_id: str, files: tuple[str, ...], dst: Path,
 
     from analysis.store import mlflow_reader, reading
 
-    with reading(tracking_uri), mlflow_reader(tracking_uri) as uri:
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no progress bars in `study predict`'s one-line output
+    with reading(tracking_uri), mlflow_reader(tracking_uri) as uri, _environ(quiet):
         client = MlflowClient(tracking_uri=uri)
         logged = {Path(item.path).name for item in client.list_artifacts(run_id, RUN_RESULTS)}
         missing = [f for f in files if f not in logged]
@@ -178,3 +181,16 @@ def _download(tracking_uri: str, run_id: str, files: tuple[str, ...], dst: Path,
         for name in files:
             with tempfile.TemporaryDirectory(dir=dst) as one:  # download_artifacts may keep results/ in the path
                 Path(client.download_artifacts(run_id, f"{RUN_RESULTS}/{name}", one)).replace(dst / name)
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Environment variables set for the block, the caller's own put back (a user's explicit setting is kept)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
