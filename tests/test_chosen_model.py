@@ -444,3 +444,30 @@ def test_a_countrys_own_cumulative_counts_give_the_same_probability(done):
     assert kept == ["Brazil", "Namibia"] and x.shape == (2, model.seq_len, model.n_features)
     ours = model.predict(x).p_increase.to_numpy()
     assert np.allclose(ours, model.latest(["Brazil", "Namibia"]).p_increase.to_numpy(), atol=1e-7)
+
+
+class _Payload:
+    """Unpickling this runs `open(path, 'w')`: what a crafted model.pt would do with os.system."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("part", ["covid", "vae", "cnn"])
+def test_a_model_file_holding_code_is_refused_by_every_declared_loader(tmp_path, part):
+    """Every built-in declaration and the example plugin's load weights only: a crafted model.pt is refused in
+    one line naming the file, and its code never runs."""
+    import torch
+
+    from trainables import registry
+
+    trainable = registry.find("cnn:TRAINABLE", ROOT / "examples" / "cnn").trainable if part == "cnn" \
+        else registry.get(part)
+    marker = tmp_path / "payload-ran"
+    torch.save({"config": {}, "state_dict": {}, "seeds": [_Payload(str(marker))]}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="model.pt: refused to load"):
+        trainable.model.load(tmp_path, "cpu")
+    assert not marker.exists()
