@@ -70,37 +70,42 @@ class CovidModel:
             raise ValueError("windows hold NaN or infinite values")
         return x
 
-    @torch.no_grad()
     def probabilities(self, inputs: Any, group: str = "main") -> np.ndarray:
         """P(increase) of each model of `group` on each window: float64 (S, N). Evaluated as the trial evaluated
         its test windows (the same stacked models, time-major, in chunks of the same size), so `predict` on the
         test windows gives back the trial's test numbers."""
-        from trainables.sequence import EVAL_ROWS  # the trial's own chunking (sequence imports this module)
-
-        rows = [k for k, g in enumerate(self.group) if g == group]
-        if not rows:
-            raise ValueError(f"no {group!r} models in this trial (it has {sorted(set(self.group))})")
-        x = torch.as_tensor(np.ascontiguousarray(self.windows(inputs).transpose(1, 0, 2))).to(self.device)
-        k, n = len(self.group), x.shape[1]
-        chunk = max(1, EVAL_ROWS.get(self.device.type, 1024) // k)
-        self.net.eval()
-        out = []
-        for start in range(0, n, chunk):
-            part = x[:, start:start + chunk]
-            logits = self.net(part.unsqueeze(1).expand(-1, k, -1, -1))
-            out.append(torch.softmax(logits, -1)[rows, :, 1].double().cpu())
-        return torch.cat(out, 1).numpy() if out else np.zeros((len(rows), 0))
+        return self._rows(self._all(inputs), group)
 
     def predict(self, inputs: Any) -> Any:
         """A DataFrame, one row per window: p_increase (mean over the seeds' models), p_increase_std (their
         sample std; 0 with one seed), and with the time twins p_increase_time (the leakage-free models' mean)."""
         import pandas as pd
 
-        p = self.probabilities(inputs)
+        every = self._all(inputs)
+        p = self._rows(every, "main")
         out = {"p_increase": p.mean(0), "p_increase_std": p.std(0, ddof=1) if len(p) > 1 else np.zeros(p.shape[1])}
         if "time" in self.group:
-            out["p_increase_time"] = self.probabilities(inputs, "time").mean(0)
+            out["p_increase_time"] = self._rows(every, "time").mean(0)
         return pd.DataFrame(out)
+
+    @torch.no_grad()
+    def _all(self, inputs: Any) -> np.ndarray:
+        """P(increase) of every stacked model on every window, (K, N): one pass serves both groups."""
+        from trainables.sequence import EVAL_ROWS  # the trial's own chunking (sequence imports this module)
+
+        x = torch.as_tensor(np.ascontiguousarray(self.windows(inputs).transpose(1, 0, 2))).to(self.device)
+        k, n = len(self.group), x.shape[1]
+        chunk = max(1, EVAL_ROWS.get(self.device.type, 1024) // k)
+        self.net.eval()
+        out = [torch.softmax(self.net(x[:, i:i + chunk].unsqueeze(1).expand(-1, k, -1, -1)), -1)[..., 1].double().cpu()
+               for i in range(0, n, chunk)]
+        return torch.cat(out, 1).numpy() if out else np.zeros((k, 0))
+
+    def _rows(self, every: np.ndarray, group: str) -> np.ndarray:
+        rows = [k for k, g in enumerate(self.group) if g == group]
+        if not rows:
+            raise ValueError(f"no {group!r} models in this trial (it has {sorted(set(self.group))})")
+        return every[rows]
 
     def windows_from_cumulative(self, cumulative: Any, dates: Any, countries: list[str] | None = None
                                 ) -> tuple[np.ndarray, list[str]]:
