@@ -471,3 +471,38 @@ def test_a_model_file_holding_code_is_refused_by_every_declared_loader(tmp_path,
     with pytest.raises(ValueError, match="model.pt: refused to load"):
         trainable.model.load(tmp_path, "cpu")
     assert not marker.exists()
+
+
+def test_the_registered_builtin_models_predict_through_mlflow_pyfunc_in_a_fresh_process(done, tmp_path):
+    """`mlflow.pyfunc.load_model("models:/<study>-<part>@chosen")` in a fresh interpreter (only the project
+    installed, nothing pickled) predicts what `open_study(...).model(part)` predicts: covid's P(increase) from a
+    table of windows, the VAE's latent means from images."""
+    from analysis import open_study
+    from data.sequence_data import build_sequence_data
+
+    study = open_study(done.study_dir)
+    covid, vae = study.model("covid"), study.model("vae")
+    data = build_sequence_data(covid.config.data)
+    x = data.x[data.splits[data.split].test][:50]
+    flat = pd.DataFrame(x.reshape(len(x), -1),
+                        columns=[f"t{t}_f{f}" for t in range(x.shape[1]) for f in range(x.shape[2])])
+    flat.to_csv(tmp_path / "windows.csv", index=False)
+    images = np.random.default_rng(2).integers(0, 256, (4, 3, vae.image_size, vae.image_size), dtype=np.uint8)
+    np.save(tmp_path / "faces.npy", images)
+    code = textwrap.dedent(f"""
+        import mlflow, numpy as np, pandas as pd
+        mlflow.set_tracking_uri("sqlite:///{done.study_dir / 'mlflow.db'}")
+        covid = mlflow.pyfunc.load_model("models:/{NAME}-covid@chosen", dst_path="{tmp_path / 'c'}")
+        vae = mlflow.pyfunc.load_model("models:/{NAME}-vae@chosen", dst_path="{tmp_path / 'v'}")
+        covid.predict(pd.read_csv("{tmp_path / 'windows.csv'}")).to_csv("{tmp_path / 'p.csv'}", index=False)
+        vae.predict(np.load("{tmp_path / 'faces.npy'}")).to_csv("{tmp_path / 'z.csv'}", index=False)
+    """)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "v").mkdir()
+    before = snapshot(done.study_dir)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=done.env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.allclose(pd.read_csv(tmp_path / "p.csv").p_increase, covid.predict(flat).p_increase, atol=1e-6)
+    assert np.allclose(pd.read_csv(tmp_path / "z.csv").to_numpy(), vae.predict(images).to_numpy(), atol=1e-5)
+    assert snapshot(done.study_dir) == before  # dst_path: nothing written into the study folder
