@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -209,9 +209,10 @@ def config_defaults(trainable: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in defaults.items()}
 
 
-class Lazy(Mapping):
-    """A mapping read on its first use (a run's curves, its artefacts): `study show` and `open_study(...).trials`
-    need neither, and reading them is what grows with a study's trials."""
+class Lazy(MutableMapping):
+    """A dict read on its first use (a run's curves, its artefacts): `study show` and `open_study(...).trials`
+    need neither, and reading them is what grows with a study's trials. Once read it is a plain dict to its user
+    (a script may put its own file in a run's artefacts, as it could before)."""
 
     def __init__(self, fill: Callable[[], dict]):
         self._fill: Callable[[], dict] | None = fill
@@ -224,6 +225,12 @@ class Lazy(Mapping):
 
     def __getitem__(self, key):
         return self._get()[key]
+
+    def __setitem__(self, key, value) -> None:
+        self._get()[key] = value
+
+    def __delitem__(self, key) -> None:
+        del self._get()[key]
 
     def __iter__(self):
         return iter(self._get())
